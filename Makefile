@@ -1,0 +1,34 @@
+# Set-up and entry points. Every target creates the virtual environment first
+# when it is missing, so a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo_out
+
+.PHONY: venv demo test test-slow bench clean-demo
+
+venv: $(VENV)/.installed
+
+# requirements.txt pins every package to the versions this project was tested
+# with. tinysoundfont goes in without its dependencies because it declares
+# pyaudio, which is only for live playback and has no wheel for Linux.
+$(VENV)/.installed: setup.cfg pyproject.toml requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c requirements.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps -c requirements.txt tinysoundfont
+	touch $@
+
+demo: venv
+	$(BIN)/condgen data soundfont $(DEMO_DIR)/soundfont --preset demo --force
+	$(BIN)/condgen train recipes/demo_ddsp.toml data.path=$(DEMO_DIR)/soundfont run_dir=$(DEMO_DIR)/runs/ddsp --force
+	$(BIN)/condgen generate $(DEMO_DIR)/runs/ddsp/checkpoints/latest --instrument keyboard_synthetic_000 --pitch 48:72:12 --velocity 100 -o $(DEMO_DIR)/wav --force
+	@echo "WAV files written to $(DEMO_DIR)/wav"
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-slow: venv
+	$(BIN)/python -m pytest -q -m slow
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,31 @@
+"""Shared fixtures: the real data beside the repository, and single-threaded torch."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# Two-core CI machines: intra-op threading slows small STFTs and DataLoader
+# batching down, and DataLoader workers already use the second core.
+torch.set_num_threads(1)
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path}; it lies beside the repository in ../shared/data on developer and CI machines")
+    return path
+
+
+@pytest.fixture(scope="session")
+def nsynth_dir() -> Path:
+    """Folder with the real NSynth notes: nsynth-mini/, nsynth-mini.tfrecord and named-wavs/."""
+    return _require(SHARED_DATA / "nsynth")
+
+
+@pytest.fixture(scope="session")
+def chairs_dir() -> Path:
+    """Folder with the real chair renders: rendered_chairs/ and chairs.tfr."""
+    return _require(SHARED_DATA / "chairs")
