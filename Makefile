@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo_out
 
-.PHONY: venv demo test test-slow bench clean-demo
+.PHONY: venv demo test test-slow test-ddsp-reference clean-demo
 
 venv: $(VENV)/.installed
 
@@ -32,3 +32,11 @@ test-slow: venv
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
+
+# Parity with Magenta's TensorFlow-only ddsp, in its own environment .venv-ddsp.
+.venv-ddsp/.installed: bench/ddsp_reference/install.sh setup.cfg pyproject.toml requirements.txt
+	PYTHON=$(PYTHON) bash bench/ddsp_reference/install.sh
+	touch $@
+
+test-ddsp-reference: .venv-ddsp/.installed
+	.venv-ddsp/bin/python -m pytest -q -m ddsp_reference tests/test_ddsp_parity.py

@@ -1,5 +1,7 @@
 """Shared fixtures: the real data beside the repository, and single-threaded torch."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,9 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 # Two-core CI machines: intra-op threading slows small STFTs and DataLoader
 # batching down, and DataLoader workers already use the second core.
 torch.set_num_threads(1)
+
+# Keep caches that datasets build (resized chair images) out of the user's home.
+os.environ.setdefault("CONDGEN_CACHE_DIR", tempfile.mkdtemp(prefix="condgen-test-cache-"))
 
 
 def _require(path: Path) -> Path:

@@ -1,0 +1,109 @@
+"""The `condgen` command: train, generate, render and data preparation.
+
+Errors that a user can cause (`CondgenError`) are reported as one plain
+message and exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from condgen import __version__
+from condgen.errors import CondgenError
+
+log = logging.getLogger("condgen")
+
+# Sub-commands implemented in domain packages: name -> (module, help). Each
+# module provides add_arguments(parser) and run(args) -> int.
+DOMAIN_COMMANDS = {
+    "generate": ("condgen.synth.generate", "write WAV notes from a trained audio checkpoint"),
+    "render": ("condgen.vision.render", "render chair images, turntables and morphs from a trained image checkpoint"),
+}
+DATA_COMMANDS = {
+    "soundfont": ("condgen.synth.soundfont", "render an NSynth-format dataset from a General MIDI SoundFont"),
+    "chairs-synthetic": ("condgen.vision.synthetic", "render procedural box chairs in the rendered_chairs layout"),
+}
+
+
+def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
+    """Log to stderr (and to `log_file` when given) with timestamps."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def _add_train(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a model from a recipe", description="Train the model that RECIPE describes. Overrides take the form section.key=value, e.g. train.steps=200 data.root=data/nsynth.")
+    parser.add_argument("recipe", type=Path, help="recipe TOML file, e.g. recipes/nsynth_ddsp.toml")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides; values are read as TOML, else as strings")
+    parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT", help="continue a run: from RUN_DIR/checkpoints/latest.safetensors, or from CHECKPOINT")
+    parser.add_argument("--force", action="store_true", help="start a new run in a run folder that already holds one, overwriting its checkpoints")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from condgen.recipe import load_recipe
+    from condgen.trainer import Trainer
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    setup_logging(args.verbose, Path(recipe.run_dir) / "train.log")
+    log.info("condgen %s: training %s/%s from %s", __version__, recipe.domain, recipe.head, args.recipe)
+    with logging_redirect_tqdm():
+        result = Trainer(recipe, resume=args.resume, force=args.force, show_progress=not args.no_progress).fit()
+    log.info("generate from it with: condgen generate %s ...", result.latest)
+    return 0
+
+
+def _add_module_command(subparsers, name: str, module_name: str, help_text: str) -> None:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+    module = importlib.import_module(module_name)
+    module.add_arguments(parser)
+    parser.set_defaults(handler=module.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="condgen", description="Conditional generative models from fully known labels.")
+    parser.add_argument("--version", action="version", version=f"condgen {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(subparsers)
+    for name, (module_name, help_text) in DOMAIN_COMMANDS.items():
+        _add_module_command(subparsers, name, module_name, help_text)
+    data_parser = subparsers.add_parser("data", help="prepare datasets", description="Prepare datasets that need no download.")
+    data_subparsers = data_parser.add_subparsers(dest="data_command", required=True, metavar="DATASET")
+    for name, (module_name, help_text) in DATA_COMMANDS.items():
+        _add_module_command(data_subparsers, name, module_name, help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return args.handler(args)
+    except CondgenError as error:
+        log.error("%s", error)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
