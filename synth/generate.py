@@ -1,0 +1,204 @@
+"""Generate notes from a trained audio checkpoint: a Python API and `condgen generate`.
+
+    from condgen.synth.generate import NoteGenerator
+    generator = NoteGenerator("runs/demo_ddsp/checkpoints/latest.safetensors")
+    audio = generator.generate("keyboard_acoustic_000", pitch=60, velocity=100)  # numpy [64000]
+    IPython.display.Audio(audio, rate=generator.sample_rate)
+
+Only the checkpoint is needed: it stores the recipe, the vocabularies and the
+sample rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import soundfile
+import torch
+from tqdm import tqdm
+
+from condgen.checkpoint import check_writable, write_bytes_atomic
+from condgen.errors import LabelError, OutputExistsError
+from condgen.model import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+_INSTRUMENT_NAME = re.compile(r"^(?P<family>[a-z]+(?:_lead)?)_(?P<source>acoustic|electronic|synthetic)_\d+$")
+
+
+@dataclass(frozen=True)
+class Note:
+    """One note to generate. `blend_with` and `mix` blend two instruments' embeddings."""
+
+    instrument: str
+    pitch: int
+    velocity: int
+    blend_with: str | None = None
+    mix: float = 0.0
+
+    def file_name(self) -> str:
+        """NSynth-style file name, e.g. `guitar_acoustic_001-060-100.wav`."""
+        instrument = self.instrument if self.blend_with is None else f"{self.instrument}+{self.blend_with}@{self.mix:.2f}"
+        return f"{instrument}-{self.pitch:03d}-{self.velocity:03d}.wav"
+
+
+def note_labels(instrument: str, pitch: int, velocity: int) -> dict[str, object]:
+    """Every NSynth label that can be derived from an instrument name, a pitch and a velocity."""
+    labels: dict[str, object] = {"instrument_str": instrument, "pitch": pitch, "velocity": velocity}
+    match = _INSTRUMENT_NAME.match(instrument)
+    if match:
+        labels["instrument_family_str"] = match["family"]
+        labels["instrument_source_str"] = match["source"]
+    return labels
+
+
+class NoteGenerator:
+    """Generate notes from (instrument, pitch, velocity) with a trained audio model."""
+
+    def __init__(self, checkpoint: str | Path | LoadedModel, device: str | torch.device = "cpu"):
+        self.loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, device=device, expect_domain="nsynth")
+        self.model = self.loaded.model
+        self.device = next(self.model.parameters()).device
+        head_meta = self.loaded.meta.get("head_meta", {})
+        self.sample_rate: int = head_meta.get("sample_rate", 16000)
+        self.n_samples: int = head_meta.get("n_samples", 64000)
+
+    @property
+    def vocabularies(self):
+        return self.model.conditioner.vocabularies
+
+    @property
+    def instruments(self) -> list[str]:
+        vocabulary = self.vocabularies.get("instrument_str")
+        return list(vocabulary.values) if vocabulary is not None else []
+
+    def _encode(self, notes: Sequence[Note]) -> dict[str, torch.Tensor]:
+        conditioner = self.model.conditioner
+        rows = [note_labels(note.instrument, note.pitch, note.velocity) for note in notes]
+        for name in conditioner.label_names:
+            if any(name not in row for row in rows):
+                raise LabelError(f"the model is conditioned on {name!r}, which cannot be derived from the instrument name {notes[0].instrument!r}")
+        values = {name: [row[name] for row in rows] for name in conditioner.label_names}
+        inputs = conditioner.encode_values(values, device=self.device)
+        blended = [i for i, note in enumerate(notes) if note.blend_with is not None]
+        if blended:
+            if "instrument_str" not in conditioner.tables:
+                raise LabelError("blending needs a model conditioned on instrument_str")
+            weights = torch.nn.functional.one_hot(inputs["instrument_str"], len(self.vocabularies["instrument_str"])).float()
+            for i in blended:
+                weights[i] = conditioner.mix("instrument_str", notes[i].instrument, notes[i].blend_with, notes[i].mix)[0]
+            inputs["instrument_str"] = weights.to(self.device)
+        return inputs
+
+    @torch.no_grad()
+    def generate_batch(self, notes: Sequence[Note], seed: int | None = 0) -> torch.Tensor:
+        """Audio `[len(notes), n_samples]` (float32, CPU) for a list of notes."""
+        inputs = self._encode(notes)
+        generator_state = torch.get_rng_state()
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            audio = self.model(inputs)
+        finally:
+            if seed is not None:
+                torch.set_rng_state(generator_state)
+        return audio.float().cpu()
+
+    def generate(self, instrument: str, pitch: int, velocity: int, blend_with: str | None = None, mix: float = 0.0, seed: int | None = 0) -> np.ndarray:
+        """One note as a float32 numpy array `[n_samples]`, ready for `IPython.display.Audio(audio, rate=sample_rate)`."""
+        note = Note(instrument, int(pitch), int(velocity), blend_with, mix)
+        return self.generate_batch([note], seed=seed)[0].numpy()
+
+
+def wav_bytes(audio: np.ndarray | torch.Tensor, sample_rate: int) -> bytes:
+    """Encode mono audio as 16-bit PCM WAV bytes, clipping to full scale so nothing wraps around."""
+    samples = np.asarray(audio, dtype=np.float64).reshape(-1)
+    samples = np.nan_to_num(samples, nan=0.0)
+    pcm = np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, pcm, sample_rate, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
+
+
+def write_wav(path: str | Path, audio: np.ndarray | torch.Tensor, sample_rate: int, force: bool = False) -> None:
+    """Write a 16-bit PCM WAV atomically; refuse to overwrite without `force`."""
+    check_writable(Path(path), force)
+    write_bytes_atomic(Path(path), wav_bytes(audio, sample_rate))
+
+
+def parse_int_values(text: str, what: str, low: int, high: int) -> list[int]:
+    """Parse `60`, `48,60,72` or an inclusive range `48:72:12` (start:stop:step) into integers."""
+    values: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if ":" in part:
+                fields = [int(x) for x in part.split(":")]
+                if len(fields) not in (2, 3) or (len(fields) == 3 and fields[2] < 1):
+                    raise ValueError
+                start, stop, step = fields[0], fields[1], fields[2] if len(fields) == 3 else 1
+                values.extend(range(start, stop + 1, step))
+            else:
+                values.append(int(part))
+        except ValueError:
+            raise LabelError(f"{what} {text!r} is invalid; give an integer, a list such as 48,60,72 or a range start:stop:step such as 48:72:12") from None
+    for value in values:
+        if not low <= value <= high:
+            raise LabelError(f"{what} {value} is outside the valid range {low}-{high}")
+    if not values:
+        raise LabelError(f"{what} {text!r} gives no values")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="checkpoint file, e.g. runs/nsynth_ddsp/checkpoints/latest.safetensors")
+    parser.add_argument("--instrument", required=True, help="instrument name from the training data, e.g. guitar_acoustic_001")
+    parser.add_argument("--pitch", required=True, help="MIDI pitch: 60, a list 48,60,72 or an inclusive range 48:72:12")
+    parser.add_argument("--velocity", required=True, help="MIDI velocity: 100, a list 50,100 or a range 25:127:25")
+    parser.add_argument("--blend-with", metavar="INSTRUMENT", help="second instrument whose embedding is blended with --instrument")
+    parser.add_argument("--mix", type=float, default=0.5, help="share of --blend-with in the blend, from 0 to 1 (default 0.5)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="a .wav file for a single note, else a folder that receives one file per note")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise generator (default 0)")
+    parser.add_argument("--batch-size", type=int, default=16, help="notes generated per forward pass (default 16)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing WAV files")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.mix <= 1.0 or math.isnan(args.mix):
+        raise LabelError(f"--mix {args.mix} is outside [0, 1]; 0 gives --instrument alone and 1 gives --blend-with alone")
+    if args.batch_size < 1:
+        raise LabelError(f"--batch-size {args.batch_size} must be at least 1")
+    pitches = parse_int_values(args.pitch, "pitch", 0, 127)
+    velocities = parse_int_values(args.velocity, "velocity", 1, 127)
+    notes = [Note(args.instrument, p, v, args.blend_with, args.mix if args.blend_with else 0.0) for p in pitches for v in velocities]
+
+    single_file = len(notes) == 1 and args.output.suffix.lower() == ".wav"
+    if single_file:
+        targets = [args.output]
+    else:
+        if args.output.suffix.lower() == ".wav":
+            raise LabelError(f"-o {args.output} is a .wav file but {len(notes)} notes were asked for; pass a folder instead")
+        targets = [args.output / note.file_name() for note in notes]
+    existing = [str(path) for path in targets if path.exists()]
+    if existing and not args.force:
+        raise OutputExistsError(f"{len(existing)} output file(s) exist already, e.g. {existing[0]}; pass --force to overwrite them")
+
+    generator = NoteGenerator(args.checkpoint, device=args.device)
+    # Validate every label before generating anything, so bad input leaves no partial output.
+    generator._encode(notes)
+    for start in tqdm(range(0, len(notes), args.batch_size), desc="generate", unit="batch", disable=len(notes) <= args.batch_size):
+        batch = notes[start : start + args.batch_size]
+        audio = generator.generate_batch(batch, seed=args.seed + start)
+        for note, target, samples in zip(batch, targets[start : start + args.batch_size], audio):
+            write_wav(target, samples.numpy(), generator.sample_rate, force=True)
+    log.info("wrote %d WAV file(s) at %d Hz to %s", len(notes), generator.sample_rate, args.output)
+    return 0
