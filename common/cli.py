@@ -69,30 +69,43 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_module_command(subparsers, name: str, module_name: str, help_text: str) -> None:
+def _add_module_command(subparsers, name: str, module_name: str, help_text: str, selected: bool) -> None:
+    """Add a sub-command; import its module only when it is the one being run."""
     parser = subparsers.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
-    module = importlib.import_module(module_name)
-    module.add_arguments(parser)
-    parser.set_defaults(handler=module.run)
+    if selected:
+        module = importlib.import_module(module_name)
+        module.add_arguments(parser)
+        parser.set_defaults(handler=module.run)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _positionals(argv: list[str]) -> list[str]:
+    return [arg for arg in argv if not arg.startswith("-")]
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Build the parser; `argv` picks the one sub-command whose module is imported."""
+    words = _positionals(argv or [])
+    command = words[0] if words else None
+    data_command = words[1] if command == "data" and len(words) > 1 else None
+
     parser = argparse.ArgumentParser(prog="condgen", description="Conditional generative models from fully known labels.")
     parser.add_argument("--version", action="version", version=f"condgen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(subparsers)
     for name, (module_name, help_text) in DOMAIN_COMMANDS.items():
-        _add_module_command(subparsers, name, module_name, help_text)
+        _add_module_command(subparsers, name, module_name, help_text, selected=name == command)
     data_parser = subparsers.add_parser("data", help="prepare datasets", description="Prepare datasets that need no download.")
     data_subparsers = data_parser.add_subparsers(dest="data_command", required=True, metavar="DATASET")
     for name, (module_name, help_text) in DATA_COMMANDS.items():
-        _add_module_command(data_subparsers, name, module_name, help_text)
+        _add_module_command(data_subparsers, name, module_name, help_text, selected=name == data_command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
