@@ -20,8 +20,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml requirements.txt
 
 demo: venv
 	$(BIN)/condgen data soundfont $(DEMO_DIR)/soundfont --preset demo --force
-	$(BIN)/condgen train recipes/demo_ddsp.toml data.path=$(DEMO_DIR)/soundfont run_dir=$(DEMO_DIR)/runs/ddsp --force
-	$(BIN)/condgen generate $(DEMO_DIR)/runs/ddsp/checkpoints/latest --instrument keyboard_synthetic_000 --pitch 48:72:12 --velocity 100 -o $(DEMO_DIR)/wav --force
+	$(BIN)/condgen train recipes/demo_ddsp.toml data.root=$(DEMO_DIR)/soundfont run_dir=$(DEMO_DIR)/runs/ddsp --force
+	$(BIN)/condgen generate $(DEMO_DIR)/runs/ddsp/checkpoints/latest.safetensors --instrument keyboard_synthetic_000 --pitch 48:72:12 --velocity 127 -o $(DEMO_DIR)/wav --force
 	@echo "WAV files written to $(DEMO_DIR)/wav"
 
 test: venv
