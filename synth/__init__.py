@@ -1,0 +1,1 @@
+"""Audio: NSynth readers and writers, the SoundFont renderer, DDSP functions and heads, generation."""

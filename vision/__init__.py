@@ -1,0 +1,1 @@
+"""Images: chair readers, procedural chairs, the up-convolutional decoder and rendering."""
