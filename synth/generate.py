@@ -28,6 +28,7 @@ from tqdm import tqdm
 from condgen.checkpoint import check_writable, write_bytes_atomic
 from condgen.errors import LabelError, OutputExistsError
 from condgen.model import LoadedModel, load_model
+from condgen.ranges import parse_int_list
 
 log = logging.getLogger(__name__)
 
@@ -135,26 +136,11 @@ def write_wav(path: str | Path, audio: np.ndarray | torch.Tensor, sample_rate: i
 
 
 def parse_int_values(text: str, what: str, low: int, high: int) -> list[int]:
-    """Parse `60`, `48,60,72` or an inclusive range `48:72:12` (start:stop:step) into integers."""
-    values: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            if ":" in part:
-                fields = [int(x) for x in part.split(":")]
-                if len(fields) not in (2, 3) or (len(fields) == 3 and fields[2] < 1):
-                    raise ValueError
-                start, stop, step = fields[0], fields[1], fields[2] if len(fields) == 3 else 1
-                values.extend(range(start, stop + 1, step))
-            else:
-                values.append(int(part))
-        except ValueError:
-            raise LabelError(f"{what} {text!r} is invalid; give an integer, a list such as 48,60,72 or a range start:stop:step such as 48:72:12") from None
+    """Parse `60`, `48,60,72` or an inclusive range `48:72:12`, and check each value against `[low, high]`."""
+    values = parse_int_list(text, what)
     for value in values:
         if not low <= value <= high:
             raise LabelError(f"{what} {value} is outside the valid range {low}-{high}")
-    if not values:
-        raise LabelError(f"{what} {text!r} gives no values")
     return values
 
 
