@@ -32,6 +32,8 @@ class TrainConfig:
     The learning rate warms up linearly over `warmup_steps`, then follows
     `schedule`: `cosine` decays to `lr * min_lr_ratio` at `steps`, and
     `exponential` multiplies it by `decay_rate` every `decay_steps`.
+    `threads` sets torch's intra-op CPU threads (0 keeps torch's default), and
+    `max_minutes` stops training after that wall-clock time (0: no limit).
     """
 
     steps: int = 1000
@@ -49,6 +51,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_last: int = 3
     num_workers: int = 0
+    threads: int = 0
     device: str = "auto"
     max_minutes: float = 0.0
 
@@ -57,7 +60,7 @@ class TrainConfig:
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise RecipeError(f"train.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "keep_last", "num_workers"):
+        for name in ("warmup_steps", "keep_last", "num_workers", "threads"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):

@@ -118,6 +118,8 @@ class Trainer:
         self.show_progress = show_progress
         self.domain: DomainSpec = get_domain(recipe.domain)
         self.device = pick_device(self.config.device)
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
 
         resume_checkpoint = self._find_resume(resume)
         if resume_checkpoint is None and (self.checkpoint_dir / LATEST).exists() and not force:
@@ -134,7 +136,7 @@ class Trainer:
             vocabularies = build_vocabularies(recipe.conditioning.labels, self.train_set.metadata)
         self.model: GeneratorModel = build_model(recipe, vocabularies).to(self.device)
         n_parameters = sum(p.numel() for p in self.model.parameters())
-        log.info("model: head %s, %.2f M parameters, device %s", recipe.head, n_parameters / 1e6, self.device)
+        log.info("model: head %s, %.2f M parameters, device %s, %d CPU threads", recipe.head, n_parameters / 1e6, self.device, torch.get_num_threads())
         log.info("data: %d training items, %s validation items", len(self.train_set), len(self.val_set) if self.val_set is not None else "no")
 
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
