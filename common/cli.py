@@ -58,6 +58,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from condgen.recipe import load_recipe
+    from condgen.registry import get_domain
     from condgen.trainer import Trainer
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -65,7 +66,8 @@ def _run_train(args: argparse.Namespace) -> int:
     log.info("condgen %s: training %s/%s from %s", __version__, recipe.domain, recipe.head, args.recipe)
     with logging_redirect_tqdm():
         result = Trainer(recipe, resume=args.resume, force=args.force, show_progress=not args.no_progress).fit()
-    log.info("generate from it with: condgen generate %s ...", result.latest)
+    command = "generate" if get_domain(recipe.domain).media == "audio" else "render"
+    log.info("use it with: condgen %s %s ...", command, result.latest)
     return 0
 
 

@@ -15,9 +15,11 @@ from condgen.errors import RecipeError
 # name -> "module:attribute" of a DomainSpec or HeadSpec
 DOMAIN_MODULES = {
     "nsynth": "condgen.synth.domain:DOMAIN",
+    "chairs": "condgen.vision.domain:DOMAIN",
 }
 HEAD_MODULES = {
     "ddsp": "condgen.synth.ddsp:HEAD",
+    "upconv": "condgen.vision.model:HEAD",
 }
 
 
