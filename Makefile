@@ -22,7 +22,10 @@ demo: venv
 	$(BIN)/condgen data soundfont $(DEMO_DIR)/soundfont --preset demo --force
 	$(BIN)/condgen train recipes/demo_ddsp.toml data.root=$(DEMO_DIR)/soundfont run_dir=$(DEMO_DIR)/runs/ddsp --force
 	$(BIN)/condgen generate $(DEMO_DIR)/runs/ddsp/checkpoints/latest.safetensors --instrument keyboard_synthetic_000 --pitch 48:72:12 --velocity 127 -o $(DEMO_DIR)/wav --force
-	@echo "WAV files written to $(DEMO_DIR)/wav"
+	$(BIN)/condgen data chairs-synthetic $(DEMO_DIR)/chairs --force
+	$(BIN)/condgen train recipes/demo_chairs.toml data.root=$(DEMO_DIR)/chairs run_dir=$(DEMO_DIR)/runs/chairs --force
+	$(BIN)/condgen render $(DEMO_DIR)/runs/chairs/checkpoints/latest.safetensors --chair 0 --azimuth 0:360:30 --elevation 20,30 --scale 2 -o $(DEMO_DIR)/chair_views.png --turntable $(DEMO_DIR)/chair_turntable.gif --force
+	@echo "WAV files written to $(DEMO_DIR)/wav; chair views written to $(DEMO_DIR)/chair_views.png and $(DEMO_DIR)/chair_turntable.gif"
 
 test: venv
 	$(BIN)/python -m pytest -q
