@@ -1,6 +1,6 @@
 """PSNR and SSIM of a chair model on its training views and on its held-out views, with a baseline.
 
-The baseline answers each held-out view with the real image of the same chair's
+The baseline fills each held-out view with the real image of the same chair's
 nearest training view: same elevation, closest azimuth on the circle (the
 smaller azimuth on a tie). A model that generalises over the view should beat
 it on held-out views; on training views the baseline would return the target
@@ -109,7 +109,7 @@ def main() -> None:
         recipe.data.root = args.data_root
     train_set, held_out_set = get_domain(recipe.domain).build_datasets(recipe.data, recipe.seed)
     if held_out_set is None or len(held_out_set) == 0:
-        raise SystemExit("the recipe holds out no views; set data.holdout_every")
+        raise SystemExit("the recipe has no held-out views; set data.holdout_every, e.g. data.holdout_every=4")
 
     started = time.monotonic()
     train_real = torch.stack([train_set[i]["image"] for i in range(len(train_set))])
