@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,29 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def replace_folder(source: Path, target: Path) -> None:
+    """Rename the finished folder `source` to `target`, replacing an existing `target` (file or folder).
+
+    A non-empty folder cannot be renamed over, so the old `target` moves aside
+    first and is deleted only after the new one is in place; if the rename
+    fails, the old one is put back.
+    """
+    if not target.exists():
+        os.replace(source, target)
+        return
+    old = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.old")
+    os.replace(target, old)
+    try:
+        os.replace(source, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink()
 
 
 def check_writable(path: Path, force: bool) -> None:

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from condgen.errors import DataError, OutputExistsError
 from condgen.tfrecord import decode_example, is_gzip_file, iter_records, read_record_at, write_tfrecord
+from condgen.checkpoint import replace_folder
 
 logger = logging.getLogger(__name__)
 
@@ -781,31 +782,12 @@ def write_jsonwav(folder: str | os.PathLike, notes: Iterable[Mapping[str, Any]],
         with open(temp_folder / "examples.json", "w", encoding="utf-8") as file:
             json.dump(rows, file, indent=2, sort_keys=True)
             file.write("\n")
-        _replace_folder(temp_folder, folder)
+        replace_folder(temp_folder, folder)
     except BaseException:
         shutil.rmtree(temp_folder, ignore_errors=True)
         raise
     logger.info("wrote %d notes to %s", len(rows), folder)
     return len(rows)
-
-
-def _replace_folder(source: Path, target: Path) -> None:
-    """Rename `source` to `target`, replacing an existing `target` (file or folder)."""
-    if not target.exists():
-        os.replace(source, target)
-        return
-    # A non-empty folder cannot be renamed over, so the old one moves aside first.
-    old = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.old")
-    os.replace(target, old)
-    try:
-        os.replace(source, target)
-    except OSError:
-        os.replace(old, target)
-        raise
-    if old.is_dir():
-        shutil.rmtree(old)
-    else:
-        old.unlink()
 
 
 def write_nsynth_tfrecord(path: str | os.PathLike, notes: Iterable[Mapping[str, Any]], force: bool = False) -> int:

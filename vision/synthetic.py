@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from condgen.errors import OutputExistsError, RecipeError
 from condgen.vision.chairs import AZIMUTHS_DEG, ELEVATIONS_DEG, render_file_name
+from condgen.checkpoint import replace_folder
 
 logger = logging.getLogger(__name__)
 
@@ -459,27 +460,12 @@ def write_synthetic_chairs(
                     progress.update(1)
                 manifest["chairs"].append({"name": name, **dataclasses.asdict(chair)})
         (temp_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        _replace_folder(temp_dir, out_dir)
+        replace_folder(temp_dir, out_dir)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     logger.info("Wrote %d synthetic chairs x %d views at %dx%d pixels to %s", n_chairs, len(views), image_size, image_size, out_dir)
     return out_dir
-
-
-def _replace_folder(new_dir: Path, out_dir: Path) -> None:
-    """Move `new_dir` to `out_dir`, replacing an existing `out_dir` only after the move succeeds."""
-    if not out_dir.exists():
-        os.replace(new_dir, out_dir)
-        return
-    old_dir = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old")
-    os.replace(out_dir, old_dir)
-    try:
-        os.replace(new_dir, out_dir)
-    except BaseException:
-        os.replace(old_dir, out_dir)
-        raise
-    shutil.rmtree(old_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
