@@ -53,7 +53,7 @@ class LabelSpec:
 
 @dataclass
 class ConditioningConfig:
-    """Which labels condition the model, and the width of the fused vector."""
+    """The labels that condition the model, and the width of the fused vector."""
 
     labels: list[LabelSpec] = field(default_factory=list)
     fused_dim: int = 128
@@ -189,7 +189,7 @@ class Conditioner(nn.Module):
     def encode_values(self, values: Mapping[str, Sequence[object]], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Validate raw label values (names, integers, angles) and turn them into model inputs.
 
-        `values[name]` holds one value per batch item. Raises `LabelError` on
+        `values[name]` contains one value per batch item. Raises `LabelError` on
         an unknown name, a value outside the vocabulary, or a non-finite angle,
         before any embedding lookup.
         """

@@ -229,8 +229,10 @@ def test_harmonic_synthesis_gradients():
     distribution = torch.full((1, 8, 4), 0.25, requires_grad=True)
     audio = dsp.harmonic_synthesis(f0, amplitude, distribution, 800, SAMPLE_RATE)
     audio.pow(2).sum().backward()
-    assert torch.isfinite(amplitude.grad).all() and amplitude.grad.abs().sum() > 0
-    assert torch.isfinite(distribution.grad).all() and distribution.grad.abs().sum() > 0
+    assert torch.isfinite(amplitude.grad).all()
+    assert amplitude.grad.abs().sum() > 0
+    assert torch.isfinite(distribution.grad).all()
+    assert distribution.grad.abs().sum() > 0
 
 
 # Filters and convolution
@@ -377,7 +379,8 @@ def test_harmonic_synth_shapes_and_gradients():
     audio = synth(f0, amplitude_logits, distribution_logits)
     assert audio.shape == (2, 1600)
     audio.pow(2).sum().backward()
-    assert torch.isfinite(amplitude_logits.grad).all() and amplitude_logits.grad.abs().sum() > 0
+    assert torch.isfinite(amplitude_logits.grad).all()
+    assert amplitude_logits.grad.abs().sum() > 0
     assert torch.isfinite(distribution_logits.grad).all()
     # At 3 kHz only harmonics 1 and 2 sound, so logits 3-5 get no gradient.
     assert distribution_logits.grad[1, :, :2].abs().sum() > 0
@@ -398,7 +401,8 @@ def test_filtered_noise_synth_gain_and_gradients():
     audio = synth(logits)
     assert audio.shape == (3, 1600)
     audio.pow(2).sum().backward()
-    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="n_bands=65"):
         synth(torch.zeros(1, 10, 33))
 
@@ -421,7 +425,8 @@ def test_learned_reverb_convolves_and_learns():
 
     output.pow(2).sum().backward()
     gradient = reverb_module.impulse_response.grad
-    assert torch.isfinite(gradient).all() and gradient[1:].abs().sum() > 0
+    assert torch.isfinite(gradient).all()
+    assert gradient[1:].abs().sum() > 0
     assert gradient[0] == 0.0
 
 
