@@ -11,6 +11,8 @@ import json
 import logging
 import math
 import random
+import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,12 +69,17 @@ class EpochSampler(Sampler[int]):
         return self.n_items - self.start
 
 
-def pick_device(name: str) -> torch.device:
-    """Resolve `auto` to CUDA when available, else the CPU; reject CUDA when there is none."""
+def pick_device(name: str, option: str = "train.device") -> torch.device:
+    """Resolve `auto` to CUDA when available, else the CPU; reject unknown names and CUDA when there is none.
+
+    `option` names the setting in error messages.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise CondgenError(f"{option} {name!r} is invalid; use auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CondgenError(f"train.device is {name!r} but CUDA is not available here; use train.device=auto or cpu")
+        raise CondgenError(f"{option} is {name!r} but CUDA is not available here; use auto or cpu")
     return torch.device(name)
 
 
@@ -128,6 +135,9 @@ class Trainer:
                 f"--force to start again and overwrite its checkpoints, or set run_dir=... to a new folder"
             )
 
+        # With --force, a new run replaces the old one's checkpoints and
+        # TensorBoard events; they are removed when training starts.
+        self.clear_previous_run = resume_checkpoint is None and force
         seed_everything(recipe.seed)
         self.train_set, self.val_set = self.domain.build_datasets(recipe.data, recipe.seed)
         if resume_checkpoint is not None:
@@ -269,6 +279,11 @@ class Trainer:
         """Train until `train.steps` (or `train.max_minutes`), then write the final checkpoint."""
         from torch.utils.tensorboard import SummaryWriter
 
+        if self.clear_previous_run:
+            for folder in (self.checkpoint_dir, self.run_dir / "tensorboard"):
+                if folder.is_dir():
+                    log.info("--force: removing the previous run's %s", folder)
+                    shutil.rmtree(folder)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "recipe.json").write_text(json.dumps(self.recipe.to_dict(), indent=2))
         writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self.step or None)
