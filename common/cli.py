@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from condgen import __version__
-from condgen.errors import CondgenError
+from condgen.errors import CondgenError, RecipeError
 
 log = logging.getLogger("condgen")
 
@@ -61,7 +61,11 @@ def _run_train(args: argparse.Namespace) -> int:
     from condgen.registry import get_domain
     from condgen.trainer import Trainer
 
+    if args.resume and args.force:
+        raise RecipeError("--resume and --force contradict each other: --resume continues the run, --force starts it again")
     recipe = load_recipe(args.recipe, args.overrides)
+    if args.resume:
+        recipe = _stored_recipe(recipe, args)
     setup_logging(args.verbose, Path(recipe.run_dir) / "train.log")
     log.info("condgen %s: training %s/%s from %s", __version__, recipe.domain, recipe.head, args.recipe)
     with logging_redirect_tqdm():
@@ -69,6 +73,26 @@ def _run_train(args: argparse.Namespace) -> int:
     command = "generate" if get_domain(recipe.domain).media == "audio" else "render"
     log.info("use it with: condgen %s %s ...", command, result.latest)
     return 0
+
+
+def _stored_recipe(recipe, args: argparse.Namespace):
+    """Return the recipe a resumed run was trained with, plus this command's overrides.
+
+    The recipe file may have changed since the run started, and the first
+    command's overrides are not in it, so the checkpoint's copy is the truth.
+    """
+    from condgen.checkpoint import load_checkpoint
+    from condgen.recipe import apply_override, recipe_from_dict
+    from condgen.trainer import CHECKPOINT_DIR, LATEST
+
+    path = Path(recipe.run_dir) / CHECKPOINT_DIR / LATEST if args.resume == "latest" else Path(args.resume)
+    if not path.exists():
+        return recipe  # the trainer reports the missing checkpoint
+    raw = load_checkpoint(path, with_train_state=False).meta["recipe"]
+    for override in args.overrides:
+        apply_override(raw, override)
+    log.info("resuming with the recipe stored in %s (the file %s is not read again); overrides: %s", path, args.recipe, " ".join(args.overrides) or "none")
+    return recipe_from_dict(raw, source=f"recipe stored in {path}")
 
 
 def _add_module_command(subparsers, name: str, module_name: str, help_text: str, selected: bool) -> None:
@@ -114,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except CondgenError as error:
         log.error("%s", error)
+        return 2
+    except OSError as error:
+        # Unwritable or missing output locations, full disks and the like.
+        log.error("file operation failed: %s; check that the path exists and is writable", error)
         return 2
     except KeyboardInterrupt:
         log.error("interrupted")
