@@ -101,7 +101,9 @@ class NoteGenerator:
 
     @torch.no_grad()
     def generate_batch(self, notes: Sequence[Note], seed: int | None = 0) -> torch.Tensor:
-        """Audio `[len(notes), n_samples]` (float32, CPU) for a list of notes."""
+        """Audio `[len(notes), n_samples]` (float32, CPU) for a list of `Note`s."""
+        if not notes:
+            raise LabelError("no notes to generate; pass at least one Note(instrument, pitch, velocity)")
         inputs = self._encode(notes)
         generator_state = torch.get_rng_state()
         if seed is not None:
@@ -150,15 +152,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pitch", required=True, help="MIDI pitch: 60, a list 48,60,72 or an inclusive range 48:72:12")
     parser.add_argument("--velocity", required=True, help="MIDI velocity: 100, a list 50,100 or a range 25:127:25")
     parser.add_argument("--blend-with", metavar="INSTRUMENT", help="second instrument whose embedding is blended with --instrument")
-    parser.add_argument("--mix", type=float, default=0.5, help="share of --blend-with in the blend, from 0 to 1 (default 0.5)")
+    parser.add_argument("--mix", type=float, default=None, help="share of --blend-with in the blend, from 0 to 1 (default 0.5)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="a .wav file for a single note, else a folder that receives one file per note")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise generator (default 0)")
     parser.add_argument("--batch-size", type=int, default=16, help="notes generated per forward pass (default 16)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--force", action="store_true", help="overwrite existing WAV files")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.blend_with is None and args.mix is not None:
+        raise LabelError(f"--mix {args.mix} needs --blend-with INSTRUMENT; without it the note is --instrument alone")
+    if args.mix is None:
+        args.mix = 0.5
     if not 0.0 <= args.mix <= 1.0 or math.isnan(args.mix):
         raise LabelError(f"--mix {args.mix} is outside [0, 1]; 0 gives --instrument alone and 1 gives --blend-with alone")
     if args.batch_size < 1:
@@ -167,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     velocities = parse_int_values(args.velocity, "velocity", 1, 127)
     notes = [Note(args.instrument, p, v, args.blend_with, args.mix if args.blend_with else 0.0) for p in pitches for v in velocities]
 
+    if args.output.suffix and args.output.suffix.lower() != ".wav":
+        raise LabelError(f"-o {args.output} has the suffix {args.output.suffix!r}; give a .wav file, or a folder without a suffix for several notes")
     single_file = len(notes) == 1 and args.output.suffix.lower() == ".wav"
     if single_file:
         targets = [args.output]
@@ -178,7 +186,9 @@ def run(args: argparse.Namespace) -> int:
     if existing and not args.force:
         raise OutputExistsError(f"{len(existing)} output file(s) exist already, e.g. {existing[0]}; pass --force to overwrite them")
 
-    generator = NoteGenerator(args.checkpoint, device=args.device)
+    from condgen.trainer import pick_device
+
+    generator = NoteGenerator(args.checkpoint, device=pick_device(args.device, option="--device"))
     # Validate every label before generating anything, so bad input leaves no partial output.
     generator._encode(notes)
     for start in tqdm(range(0, len(notes), args.batch_size), desc="generate", unit="batch", disable=len(notes) <= args.batch_size):

@@ -34,6 +34,7 @@ import argparse
 import importlib.resources
 import itertools
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -633,6 +634,8 @@ def render_dataset(
     if preset not in PRESETS:
         raise RecipeError(f"unknown SoundFont preset {preset!r}; choose one of {', '.join(PRESETS)}")
     grid = PRESETS[preset]
+    if not math.isfinite(gain_db) or not -60.0 <= gain_db <= 20.0:
+        raise RecipeError(f"--gain-db {gain_db} is invalid; give a finite gain between -60 and 20 dB (default {DEFAULT_GAIN_DB})")
     program_list = _validated_grid(grid.programs if programs is None else programs, 0, 127, "GM program")
     pitch_list = _validated_grid(grid.pitches if pitches is None else pitches, 0, 127, "MIDI pitch")
     velocity_list = _validated_grid(grid.velocities if velocities is None else velocities, 1, 127, "MIDI velocity")

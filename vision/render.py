@@ -398,7 +398,7 @@ def _pair_angles(azimuth_deg: float | Sequence[float], elevation_deg: float | Se
 def _resolve_device(name: str | torch.device) -> torch.device:
     from condgen.trainer import pick_device
 
-    return pick_device(str(name))
+    return pick_device(str(name), option="--device")
 
 
 # ---------------------------------------------------------------------------
