@@ -450,3 +450,13 @@ def test_cli_rejects_out_of_range_pitch(tmp_path):
         run(args)
     assert "132" in str(error.value)
     assert "0..127" in str(error.value)
+
+
+@pytest.mark.parametrize("gain", [float("nan"), float("inf"), 100.0])
+def test_invalid_gain_rejected(tmp_path, gain):
+    from condgen.errors import RecipeError
+    from condgen.synth.soundfont import render_dataset
+
+    with pytest.raises(RecipeError, match="--gain-db"):
+        render_dataset(tmp_path / "out", programs=[0], pitches=[60], velocities=[100], gain_db=gain)
+    assert not (tmp_path / "out").exists()

@@ -182,3 +182,58 @@ def test_wav_bytes_nan_becomes_silence():
 
 def test_note_file_name():
     assert Note("guitar_acoustic_001", 48, 75).file_name() == "guitar_acoustic_001-048-075.wav"
+
+
+def test_force_replaces_previous_run(nsynth_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    assert train(nsynth_dir, run_dir, 4, "train.keep_last=5") == 0
+    assert train(nsynth_dir, run_dir, 2, "train.keep_last=5", "--force") == 0
+    names = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
+    assert names == ["step_00000002.safetensors"]
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.safetensors").meta["step"] == 2
+
+
+def test_resume_and_force_rejected(trained, nsynth_dir, capsys):
+    assert train(nsynth_dir, trained, 4, "--resume", "--force") == 2
+    assert "contradict" in capsys.readouterr().err
+
+
+def test_resume_uses_stored_recipe(nsynth_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    assert train(nsynth_dir, run_dir, 2) == 0
+    # Resume without the first command's model overrides: the stored recipe
+    # still builds the tiny model, so the weights load and training goes on.
+    args = ["train", str(REPO_ROOT / "recipes" / "nsynth_ddsp.toml"), f"run_dir={run_dir}", "train.steps=3", "--no-progress", "--resume"]
+    assert main(args) == 0
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "latest.safetensors")
+    assert checkpoint.meta["step"] == 3
+    assert checkpoint.meta["recipe"]["model"]["n_harmonics"] == 8
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["-o", "OUT/note.mp3"], "suffix '.mp3'"),
+        (["-o", "OUT/note.wav", "--device", "tpu"], "--device 'tpu' is invalid"),
+        (["-o", "OUT/note.wav", "--mix", "0.3"], "--mix 0.3 needs --blend-with"),
+        (["-o", "OUT/file.txt/note.wav"], "file operation failed"),
+    ],
+)
+def test_generate_bad_options(trained, tmp_path, capsys, extra, message):
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    extra = [value.replace("OUT", str(tmp_path)) for value in extra]
+    args = ["generate", str(trained / "checkpoints" / "latest.safetensors"), "--instrument", "brass_acoustic_016", "--pitch", "60", "--velocity", "127", *extra]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "note.mp3").exists()
+
+
+def test_written_files_follow_umask(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        write_wav(tmp_path / "a.wav", np.zeros(16), 16000)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.wav").stat().st_mode & 0o777 == 0o644
