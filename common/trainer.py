@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from condgen.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from condgen.conditioning import build_vocabularies, vocabularies_from_json
-from condgen.errors import CheckpointError, CondgenError, OutputExistsError
+from condgen.errors import CheckpointError, CondgenError, OutputExistsError, RecipeError
 from condgen.model import GeneratorModel, build_model, load_state
 from condgen.recipe import Recipe, TrainConfig
 from condgen.registry import DomainSpec, get_domain
@@ -140,6 +140,7 @@ class Trainer:
         self.clear_previous_run = resume_checkpoint is None and force
         seed_everything(recipe.seed)
         self.train_set, self.val_set = self.domain.build_datasets(recipe.data, recipe.seed)
+        self._check_label_names()
         if resume_checkpoint is not None:
             vocabularies = vocabularies_from_json(resume_checkpoint.meta["vocabularies"])
         else:
@@ -161,6 +162,16 @@ class Trainer:
             self._restore(resume_checkpoint)
 
     # -- set-up -------------------------------------------------------------
+
+    def _check_label_names(self) -> None:
+        """Reject conditioning labels that the data items do not have, before any model is built."""
+        available = set(self.train_set.metadata[0]) if len(self.train_set) else set()
+        missing = [spec.name for spec in self.recipe.conditioning.labels if spec.name not in available]
+        if missing:
+            raise RecipeError(
+                f"conditioning label(s) {', '.join(missing)} are not in the {self.recipe.domain} data; "
+                f"its items provide {', '.join(sorted(available))}"
+            )
 
     def _find_resume(self, resume: str | Path | None) -> Checkpoint | None:
         if resume is None:

@@ -182,15 +182,14 @@ def run(args: argparse.Namespace) -> int:
         if args.output.suffix.lower() == ".wav":
             raise LabelError(f"-o {args.output} is a .wav file but {len(notes)} notes were asked for; pass a folder instead")
         targets = [args.output / note.file_name() for note in notes]
-    existing = [str(path) for path in targets if path.exists()]
-    if existing and not args.force:
-        raise OutputExistsError(f"{len(existing)} output file(s) exist already, e.g. {existing[0]}; pass --force to overwrite them")
-
     from condgen.trainer import pick_device
 
     generator = NoteGenerator(args.checkpoint, device=pick_device(args.device, option="--device"))
     # Validate every label before generating anything, so bad input leaves no partial output.
     generator._encode(notes)
+    existing = [str(path) for path in targets if path.exists()]
+    if existing and not args.force:
+        raise OutputExistsError(f"{len(existing)} output file(s) exist already, e.g. {existing[0]}; pass --force to overwrite them")
     for start in tqdm(range(0, len(notes), args.batch_size), desc="generate", unit="batch", disable=len(notes) <= args.batch_size):
         batch = notes[start : start + args.batch_size]
         audio = generator.generate_batch(batch, seed=args.seed + start)

@@ -237,3 +237,12 @@ def test_written_files_follow_umask(tmp_path):
     finally:
         os.umask(previous)
     assert (tmp_path / "a.wav").stat().st_mode & 0o777 == 0o644
+
+
+def test_unknown_label_name_rejected_early(nsynth_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train(nsynth_dir, run_dir, 2, "conditioning.labels=[{name = \"pitchh\"}]", "model.pitch_label=pitchh") == 2
+    message = capsys.readouterr().err
+    assert "pitchh are not in the nsynth data" in message
+    assert "instrument_str" in message
+    assert not (run_dir / "tensorboard").exists()
