@@ -1,6 +1,6 @@
 """Checkpoints as data: one safetensors file per checkpoint, with no pickled code.
 
-A checkpoint file holds the model weights under `model/`, and, for resuming,
+A checkpoint file contains the model weights under `model/`, and, for resuming,
 the optimizer tensors under `optim/` and the torch RNG states under `rng/`.
 Everything else (the recipe, the label vocabularies, the step, the optimizer's
 hyperparameters, the Python and NumPy RNG states) is plain JSON in the
@@ -41,7 +41,7 @@ class Checkpoint:
     """The contents of a checkpoint file.
 
     `meta` is JSON data: `recipe`, `vocabularies`, `step`, `domain`, `head`
-    and head-specific extras. `train_state` holds what resuming needs, or is
+    and head-specific extras. `train_state` contains what resuming needs, or is
     empty for an inference-only file.
     """
 
@@ -74,7 +74,7 @@ def replace_folder(source: Path, target: Path) -> None:
     """Rename the finished folder `source` to `target`, replacing an existing `target` (file or folder).
 
     A non-empty folder cannot be renamed over, so the old `target` moves aside
-    first and is deleted only after the new one is in place; if the rename
+    first and is deleted only after the new one is in place. If the rename
     fails, the old one is put back.
     """
     if not target.exists():

@@ -49,7 +49,7 @@ def _add_train(subparsers) -> None:
     parser.add_argument("recipe", type=Path, help="recipe TOML file, e.g. recipes/nsynth_ddsp.toml")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides; values are read as TOML, else as strings")
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT", help="continue a run: from RUN_DIR/checkpoints/latest.safetensors, or from CHECKPOINT")
-    parser.add_argument("--force", action="store_true", help="start a new run in a run folder that already holds one, overwriting its checkpoints")
+    parser.add_argument("--force", action="store_true", help="start a new run in a run folder that already contains one, deleting its checkpoints and TensorBoard events")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=_run_train)
 
