@@ -246,3 +246,18 @@ def test_unknown_label_name_rejected_early(nsynth_dir, tmp_path, capsys):
     assert "pitchh are not in the nsynth data" in message
     assert "instrument_str" in message
     assert not (run_dir / "tensorboard").exists()
+
+
+def test_non_finite_loss_stops_with_terms(nsynth_dir, tmp_path):
+    from condgen.recipe import load_recipe
+    from condgen.trainer import Trainer, TrainingError
+
+    overrides = [f"data.root={nsynth_dir}", 'data.path=["nsynth-mini.tfrecord"]', "data.pitch_min=60", "data.pitch_max=60", f"run_dir={tmp_path}", "train.steps=3", *TINY]
+    trainer = Trainer(load_recipe(REPO_ROOT / "recipes" / "nsynth_ddsp.toml", overrides), show_progress=False)
+    real_terms = trainer.model.loss_terms
+    trainer.model.loss_terms = lambda output, target: {**real_terms(output, target), "spectral": real_terms(output, target)["spectral"] * float("nan")}
+    with pytest.raises(TrainingError) as error:
+        trainer.fit()
+    assert "step 1" in str(error.value)
+    assert "spectral nan" in str(error.value)
+    assert not (tmp_path / "checkpoints" / "latest.safetensors").exists()
