@@ -3,7 +3,7 @@
 The baseline fills each held-out view with the real image of the same chair's
 nearest training view: same elevation, closest azimuth on the circle (the
 smaller azimuth on a tie). A model that generalises over the view should beat
-it on held-out views; on training views the baseline would return the target
+it on held-out views. On training views the baseline would return the target
 itself, so it is not shown there.
 
 SSIM follows Wang et al. (2004): an 11x11 Gaussian window with sigma 1.5,

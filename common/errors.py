@@ -1,7 +1,7 @@
 """Exceptions that the command line reports as a plain message, without a traceback.
 
 Every error that a user can cause with a file, a recipe or a command-line value
-derives from `CondgenError`. Its message says what is wrong, on which value, file
+derives from `CondgenError`. Its message states what is wrong, on which value, file
 or record, and what to do about it.
 """
 

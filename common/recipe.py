@@ -1,6 +1,6 @@
 """Training recipes: TOML files checked strictly against dataclasses.
 
-A recipe names a domain (its data reader) and a head (its model), and holds
+A recipe names a domain (its data reader) and a head (its model), and contains
 one table per part: `[data]`, `[conditioning]`, `[model]` and `[train]`. The
 domain and head registries supply the dataclasses for `[data]` and `[model]`,
 so every key is known and typed. Unknown keys, wrong types and bad values are

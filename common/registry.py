@@ -1,7 +1,7 @@
 """Registries of domains (data readers) and heads (models), looked up by recipe name.
 
 The core names each entry by the module that defines it, so it imports a head
-only when a recipe or checkpoint asks for it and holds no domain code itself.
+only when a recipe or checkpoint names it, and contains no domain code itself.
 """
 
 from __future__ import annotations

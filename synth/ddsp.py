@@ -63,7 +63,7 @@ class DDSPConfig:
 class ControlDecoder(nn.Module):
     """Map `[B, cond_dim]` to per-frame features `[B, n_frames, hidden_dim]`.
 
-    Each frame sees the conditioning vector and a learned embedding of its
+    Each frame receives the conditioning vector and a learned embedding of its
     position in the note; two temporal convolutions then smooth the controls
     across neighbouring frames.
     """

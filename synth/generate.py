@@ -52,7 +52,7 @@ class Note:
 
 
 def note_labels(instrument: str, pitch: int, velocity: int) -> dict[str, object]:
-    """Every NSynth label that can be derived from an instrument name, a pitch and a velocity."""
+    """Derive every NSynth label that an instrument name, a pitch and a velocity determine."""
     labels: dict[str, object] = {"instrument_str": instrument, "pitch": pitch, "velocity": velocity}
     match = _INSTRUMENT_NAME.match(instrument)
     if match:
@@ -116,7 +116,7 @@ class NoteGenerator:
         return audio.float().cpu()
 
     def generate(self, instrument: str, pitch: int, velocity: int, blend_with: str | None = None, mix: float = 0.0, seed: int | None = 0) -> np.ndarray:
-        """One note as a float32 numpy array `[n_samples]`, ready for `IPython.display.Audio(audio, rate=sample_rate)`."""
+        """Generate one note as a float32 numpy array `[n_samples]`, ready for `IPython.display.Audio(audio, rate=sample_rate)`."""
         note = Note(instrument, int(pitch), int(velocity), blend_with, mix)
         return self.generate_batch([note], seed=seed)[0].numpy()
 

@@ -113,7 +113,8 @@ def test_render_shape_and_range(renderer):
     image = renderer.render(renderer.chairs[0], 45.0, 20.0)
     assert image.shape == (3, IMAGE_SIZE, IMAGE_SIZE)
     assert image.dtype == torch.float32
-    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert 0.0 <= float(image.min())
+    assert float(image.max()) <= 1.0
 
 
 def test_render_matches_model_forward(renderer):

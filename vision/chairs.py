@@ -780,7 +780,7 @@ class ChairViews(Dataset):
 
     @property
     def cache_path(self) -> Path | None:
-        """The `.npy` file that holds this dataset's resized images, or None without a cache."""
+        """The `.npy` file that contains this dataset's resized images, or None without a cache."""
         return self._cache_path
 
     def subset(self, indices: Iterable[int]) -> "ChairViews":
@@ -839,7 +839,7 @@ def split_held_out_views(
         else:
             train_indices.append(i)
     if not train_indices:
-        raise DataError(f"held-out views: every={every}, offset={offset} holds out all {len(metadata)} images, leaving none for training")
+        raise DataError(f"held-out views: every={every}, offset={offset} selects all {len(metadata)} images as held-out, leaving none for training")
     if not held_out_indices:
-        raise DataError(f"held-out views: every={every}, offset={offset} holds out no images; the dataset has no azimuth index k with k % {every} == {offset}")
+        raise DataError(f"held-out views: every={every}, offset={offset} selects no held-out images; the dataset has no azimuth index k with k % {every} == {offset}")
     return dataset.subset(train_indices), dataset.subset(held_out_indices)

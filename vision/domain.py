@@ -63,7 +63,7 @@ class ChairsDataConfig:
         if self.holdout_every and not 0 <= self.holdout_offset < self.holdout_every:
             raise RecipeError(f"data.holdout_offset must be from 0 to holdout_every - 1 = {self.holdout_every - 1}, got {self.holdout_offset}")
         if self.holdout_chairs and not self.holdout_every:
-            raise RecipeError("data.holdout_chairs is set but data.holdout_every is 0, which holds out no views; set data.holdout_every (e.g. 4) or remove data.holdout_chairs")
+            raise RecipeError("data.holdout_chairs is set but data.holdout_every is 0, which selects no held-out views; set data.holdout_every (e.g. 4) or remove data.holdout_chairs")
 
 
 def build_datasets(config: ChairsDataConfig, seed: int):
