@@ -45,7 +45,7 @@ class EpochSampler(Sampler[int]):
     """Shuffle indices with a generator seeded by (seed, epoch), resumable at any position.
 
     The order of epoch `e` depends only on `seed` and `e`, so a resumed run
-    sees the same batches as an uninterrupted one.
+    gets the same batches as an uninterrupted one.
     """
 
     def __init__(self, n_items: int, seed: int):
