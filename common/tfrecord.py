@@ -29,7 +29,7 @@ import os
 import struct
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -46,6 +46,8 @@ __all__ = [
     "iter_records",
     "index_records",
     "read_record_at",
+    "read_record_header",
+    "read_record_data",
     "decode_example",
     "encode_example",
     "write_tfrecord",
@@ -135,8 +137,15 @@ def _read_exactly(file: BinaryIO, n_bytes: int, name: str, compressed: bool) -> 
         ) from None
 
 
-def _read_next_record(file: BinaryIO, name: str, offset: int, compressed: bool) -> bytes | None:
-    """Read the record at the current position, or return None at a clean end of file."""
+def read_record_header(file: BinaryIO, name: str, offset: int, compressed: bool = False) -> int | None:
+    """Read and check the 12-byte header at the current position and return the data length.
+
+    Returns None at a clean end of file, where no byte is left. `name` and
+    `offset` (the header's position) appear in error messages, and
+    `compressed` means that `offset` counts bytes of the decompressed stream.
+    Raises `DataError` for a header that is cut short or whose length CRC does
+    not match.
+    """
     header = _read_exactly(file, HEADER_BYTES, name, compressed)
     if not header:
         return None
@@ -156,18 +165,28 @@ def _read_next_record(file: BinaryIO, name: str, offset: int, compressed: bool) 
             f"(stored 0x{stored_length_crc:08x}, computed 0x{computed_length_crc:08x}). "
             "The file is damaged or the offset is not the start of a record"
         )
-
     (length,) = struct.unpack("<Q", length_bytes)
-    body = _read_exactly(file, length + FOOTER_BYTES, name, compressed)
-    if len(body) < length + FOOTER_BYTES:
+    return length
+
+
+def read_record_data(file: BinaryIO, name: str, offset: int, length: int, compressed: bool = False) -> bytes:
+    """Read the `length` data bytes and the data CRC that follow a header, and return the checked data.
+
+    `offset` is the position of the record's header, for error messages.
+    Raises `DataError` when fewer bytes remain or the data CRC does not match.
+    """
+    where = _where(name, offset, compressed)
+    # Two reads, so that the data is not copied once more out of a larger buffer.
+    data = _read_exactly(file, length, name, compressed)
+    footer = _read_exactly(file, FOOTER_BYTES, name, compressed) if len(data) == length else b""
+    if len(footer) < FOOTER_BYTES:
         raise DataError(
             f"{where}: truncated TFRecord file: the record declares {length} data bytes plus a "
-            f"{FOOTER_BYTES}-byte CRC, but only {len(body)} bytes remain. "
+            f"{FOOTER_BYTES}-byte CRC, but only {len(data) + len(footer)} bytes remain. "
             "The file was cut short; copy or write it again"
         )
 
-    data = body[:length]
-    (stored_data_crc,) = struct.unpack("<I", body[length:])
+    (stored_data_crc,) = struct.unpack("<I", footer)
     computed_data_crc = masked_crc32c(data)
     if stored_data_crc != computed_data_crc:
         raise DataError(
@@ -176,6 +195,14 @@ def _read_next_record(file: BinaryIO, name: str, offset: int, compressed: bool) 
             "The file is damaged; copy or write it again"
         )
     return data
+
+
+def _read_next_record(file: BinaryIO, name: str, offset: int, compressed: bool) -> bytes | None:
+    """Read the record at the current position, or return None at a clean end of file."""
+    length = read_record_header(file, name, offset, compressed)
+    if length is None:
+        return None
+    return read_record_data(file, name, offset, length, compressed)
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
@@ -398,7 +425,10 @@ def _decode_feature(buffer: memoryview, start: int, end: int) -> FeatureValue:
     return _decode_bytes_list(buffer, ranges)
 
 
-def _decode_map_entry(buffer: memoryview, start: int, end: int) -> tuple[str, FeatureValue]:
+def _decode_map_entry(
+    buffer: memoryview, start: int, end: int, skip: Collection[str] = ()
+) -> tuple[str, FeatureValue | None]:
+    """Return a map entry's feature name and value; the value is None for a name in `skip`."""
     key = ""
     value_range = (start, start)  # an absent value is an empty Feature
     for field_number, wire_type, value_start, value_end in _iter_fields(buffer, start, end):
@@ -411,16 +441,21 @@ def _decode_map_entry(buffer: memoryview, start: int, end: int) -> tuple[str, Fe
                 raise _MalformedMessage("a feature name is not valid UTF-8") from None
         elif field_number == 2:
             value_range = (value_start, value_end)
+    if key in skip:
+        return key, None
     return key, _decode_feature(buffer, *value_range)
 
 
-def decode_example(data: bytes, source: str | None = None) -> dict[str, FeatureValue]:
+def decode_example(data: bytes, source: str | None = None, *, skip: Collection[str] = ()) -> dict[str, FeatureValue]:
     """Decode a serialized `tf.train.Example` into `{name: value}`.
 
     float_list becomes a float32 array, int64_list an int64 array, and
     bytes_list a `list[bytes]`. A feature with no kind set decodes as an empty
-    list. `source` (for example "file.tfrecord: record at byte 1234") is put in
-    front of the `DataError` raised for a malformed message.
+    list. Features named in `skip` are left out of the result without decoding
+    or copying their values, which makes reading only the labels of a record
+    with a large `audio` or `img` feature cheap. `source` (for example
+    "file.tfrecord: record at byte 1234") is put in front of the `DataError`
+    raised for a malformed message.
     """
     buffer = memoryview(data).cast("B")
     features: dict[str, FeatureValue] = {}
@@ -430,8 +465,9 @@ def decode_example(data: bytes, source: str | None = None) -> dict[str, FeatureV
                 continue
             for entry_field, entry_wire_type, entry_start, entry_end in _iter_fields(buffer, start, end):
                 if entry_field == 1 and entry_wire_type == _LENGTH_DELIMITED:
-                    name, value = _decode_map_entry(buffer, entry_start, entry_end)
-                    features[name] = value
+                    name, value = _decode_map_entry(buffer, entry_start, entry_end, skip)
+                    if value is not None:
+                        features[name] = value
     except _MalformedMessage as error:
         prefix = f"{source}: " if source else ""
         raise DataError(f"{prefix}invalid tf.train.Example message: {error}") from None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.data import default_collate
 
 from condgen.errors import RecipeError
 from condgen.registry import DomainSpec
@@ -41,6 +42,12 @@ class ChairsDataConfig:
 
     `cache` keeps the resized images in a memory-mapped file under `cache_dir`
     (empty: `$CONDGEN_CACHE_DIR/chairs` or `~/.cache/condgen/chairs`).
+
+    `streaming = true` reads a TFRecord `root` front to back in the DataLoader
+    workers and decodes every PNG when its record is read, without the image
+    cache (`condgen.vision.stream`). Each worker shuffles within a buffer of
+    `shuffle_buffer` views, and 0 keeps the file order. An index file next to
+    the TFRecord (`condgen data index FILE`) is used when present.
     """
 
     root: str = "data/chairs/rendered_chairs"
@@ -52,6 +59,8 @@ class ChairsDataConfig:
     holdout_chairs: list[str | int] = field(default_factory=list)
     cache: bool = True
     cache_dir: str = ""
+    streaming: bool = False
+    shuffle_buffer: int = 1024
 
     def __post_init__(self) -> None:
         if not self.root:
@@ -64,13 +73,22 @@ class ChairsDataConfig:
             raise RecipeError(f"data.holdout_offset must be from 0 to holdout_every - 1 = {self.holdout_every - 1}, got {self.holdout_offset}")
         if self.holdout_chairs and not self.holdout_every:
             raise RecipeError("data.holdout_chairs is set but data.holdout_every is 0, which selects no held-out views; set data.holdout_every (e.g. 4) or remove data.holdout_chairs")
+        if isinstance(self.shuffle_buffer, bool) or not isinstance(self.shuffle_buffer, int) or self.shuffle_buffer < 0:
+            raise RecipeError(
+                f"data.shuffle_buffer must be an integer of at least 0 (0 keeps the file order), got {self.shuffle_buffer!r}; "
+                "e.g. data.shuffle_buffer=1024"
+            )
 
 
 def build_datasets(config: ChairsDataConfig, seed: int):
     """Read the chair views and split them into `(train, held_out)`; `held_out` is None when `holdout_every` is 0.
 
-    The split depends on the labels alone, so `seed` is unused.
+    The split depends on the labels alone. `seed` only seeds the shuffle when
+    `streaming` is set, and then both parts are `ChairStream`s over the same
+    file.
     """
+    if config.streaming:
+        return _build_streams(config, seed)
     from condgen.vision.chairs import ChairViews, split_held_out_views
 
     dataset = ChairViews(
@@ -84,6 +102,32 @@ def build_datasets(config: ChairsDataConfig, seed: int):
     if not config.holdout_every:
         return dataset, None
     return split_held_out_views(dataset, every=config.holdout_every, offset=config.holdout_offset, chairs=config.holdout_chairs or None)
+
+
+def _build_streams(config: ChairsDataConfig, seed: int):
+    from condgen.streaming import find_index
+    from condgen.vision.stream import ChairStream
+
+    path = Path(config.root).expanduser()
+    if path.is_dir():
+        raise RecipeError(
+            f"data.root {path} is a folder, but data.streaming = true reads a TFRecord file only; "
+            "give a chairs TFRecord file, or set data.streaming = false to read the folder"
+        )
+    options = dict(
+        image_size=config.image_size,
+        chairs=config.chairs or None,
+        names=config.names or None,
+        shuffle_buffer=config.shuffle_buffer,
+        seed=seed,
+        index_paths=[find_index(path)],
+        holdout_every=config.holdout_every,
+        holdout_offset=config.holdout_offset,
+        holdout_chairs=config.holdout_chairs or None,
+    )
+    if not config.holdout_every:
+        return ChairStream(path, split="all", **options), None
+    return ChairStream(path, split="train", **options), ChairStream(path, split="held_out", **options)
 
 
 def azimuth_index(azimuth_deg: float) -> int:
@@ -106,7 +150,9 @@ def collate_views(items: list[dict]) -> tuple[dict[str, list], torch.Tensor]:
         "elevation_deg": [item["elevation_deg"] for item in items],
         "azimuth_index": [item["azimuth_index"] if "azimuth_index" in item else azimuth_index(item["azimuth_deg"]) for item in items],
     }
-    images = torch.stack([item["image"] for item in items])
+    # Inside a DataLoader worker, default_collate writes the batch straight into
+    # shared memory, sparing the worker's heap (see the NSynth collate_notes).
+    images = default_collate([item["image"] for item in items])
     return labels, images
 
 
