@@ -7,6 +7,7 @@ message and exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -26,7 +27,15 @@ DOMAIN_COMMANDS = {
 DATA_COMMANDS = {
     "soundfont": ("condgen.synth.soundfont", "render an NSynth-format dataset from a General MIDI SoundFont"),
     "chairs-synthetic": ("condgen.vision.synthetic", "render procedural box chairs in the rendered_chairs layout"),
+    "index": ("condgen.streaming", "write the record index of a TFRecord file, so that streaming workers seek to their records"),
 }
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
+# torch re-raises an exception from a DataLoader worker with the worker's
+# traceback in its message; this line starts that traceback.
+WORKER_TRACEBACK = "Original Traceback (most recent call last):"
 
 
 def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
@@ -37,11 +46,32 @@ def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
+        format=LOG_FORMAT,
+        datefmt=LOG_DATE_FORMAT,
         handlers=handlers,
         force=True,
     )
+
+
+class _RecordBuffer(logging.Handler):
+    """Keep log records in memory until the log file may be created."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _start_log_file(path: Path, earlier: list[logging.LogRecord]) -> None:
+    """Add a log file handler to the root logger and write the `earlier` records to it first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    for record in earlier:
+        handler.handle(record)
+    logging.getLogger().addHandler(handler)
 
 
 def _add_train(subparsers) -> None:
@@ -57,19 +87,42 @@ def _add_train(subparsers) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from condgen.distributed import context_from_env
     from condgen.recipe import load_recipe
     from condgen.registry import get_domain
     from condgen.trainer import Trainer
 
     if args.resume and args.force:
         raise RecipeError("--resume and --force contradict each other: --resume continues the run, --force starts it again")
-    recipe = load_recipe(args.recipe, args.overrides)
-    if args.resume:
-        recipe = _stored_recipe(recipe, args)
-    setup_logging(args.verbose, Path(recipe.run_dir) / "train.log")
-    log.info("condgen %s: training %s/%s from %s", __version__, recipe.domain, recipe.head, args.recipe)
+    # The run folder and train.log are created only once the recipe and the
+    # data have been read without error, so bad input leaves no run folder.
+    # Until then the log records wait in memory.
+    buffer = _RecordBuffer()
+    logging.getLogger().addHandler(buffer)
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+        if args.resume:
+            recipe = _stored_recipe(recipe, args)
+        is_main = context_from_env().is_main
+        if not is_main:
+            # Under torchrun the other ranks report only problems, and never to train.log.
+            logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+        log.info("condgen %s: training %s/%s from %s", __version__, recipe.domain, recipe.head, args.recipe)
+        with logging_redirect_tqdm():
+            trainer = Trainer(recipe, resume=args.resume, force=args.force, show_progress=not args.no_progress)
+    finally:
+        logging.getLogger().removeHandler(buffer)
+    if is_main:
+        _start_log_file(Path(recipe.run_dir) / "train.log", buffer.records)
     with logging_redirect_tqdm():
-        result = Trainer(recipe, resume=args.resume, force=args.force, show_progress=not args.no_progress).fit()
+        result = trainer.fit()
+    if result.signal_number:
+        overrides = "".join(f" {override}" for override in args.overrides)
+        log.warning(
+            "stopped by %s; to continue from step %d run: condgen train %s%s --resume",
+            result.stop_signal, result.step, args.recipe, overrides,
+        )
+        return 128 + result.signal_number
     command = "generate" if get_domain(recipe.domain).media == "audio" else "render"
     log.info("use it with: condgen %s %s ...", command, result.latest)
     return 0
@@ -137,15 +190,46 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except CondgenError as error:
-        log.error("%s", error)
+        log.error("%s", plain_message(error))
         return 2
     except OSError as error:
         # Unwritable or missing output locations, full disks and the like.
-        log.error("file operation failed: %s; check that the path exists and is writable", error)
+        log.error("%s", describe_os_error(error))
         return 2
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+
+
+def plain_message(error: CondgenError) -> str:
+    """Return the error's message without the DataLoader worker traceback that torch puts into it.
+
+    torch re-raises an error from a worker process as the same class, with the
+    message "Caught DataError in DataLoader worker process 0." followed by the
+    worker's traceback. The original message is the traceback's last entry.
+    """
+    text = str(error)
+    if WORKER_TRACEBACK not in text:
+        return text
+    context = text.split("\n", 1)[0].rstrip(".")
+    marker = f"{type(error).__name__}: "
+    original = text[text.rfind(marker) + len(marker):].strip() if marker in text else text.splitlines()[-1]
+    return f"{original} ({context[0].lower() + context[1:]})"
+
+
+def describe_os_error(error: OSError) -> str:
+    """Describe a failed file operation: the path, the reason and what to do."""
+    path = error.filename if error.filename is not None else "a file"
+    reason = error.strerror or str(error)
+    if error.errno == errno.EEXIST and Path(path).is_file():
+        return f"file operation failed: cannot create the folder {path}, because a file of that name exists; choose another output path, or move the file"
+    if error.errno == errno.ENOTDIR:
+        return f"file operation failed on {path}: a part of the path is a file, not a folder; choose another output path"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"file operation failed on {path}: {reason}; choose a folder that you can write to, or change its permissions"
+    if error.errno == errno.ENOSPC:
+        return f"file operation failed on {path}: {reason}; free some space or choose another disk"
+    return f"file operation failed on {path}: {reason}; check that the path exists and is writable"
 
 
 if __name__ == "__main__":

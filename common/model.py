@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -45,6 +45,35 @@ class GeneratorModel(nn.Module):
     def extra_meta(self) -> dict[str, Any]:
         """JSON data that generation needs besides the recipe (e.g. the sample rate)."""
         return {}
+
+    def render(self, output: torch.Tensor, **options: Any) -> torch.Tensor:
+        """Turn the decoder output into the media it stands for: audio `[B, n_samples]` or images `[B, C, H, W]`.
+
+        Heads whose output is already the media return it unchanged. A head
+        that outputs another representation (a spectrogram, say) converts it
+        here, accepts the conversion settings as keyword `options`, and lists
+        their names in `render_options()`.
+        """
+        self.check_render_options(options)
+        return output
+
+    def render_options(self) -> frozenset[str]:
+        """Names of the keyword options that `render` accepts. None by default; a head that converts its output overrides this."""
+        return frozenset()
+
+    def describe_rendering(self) -> str:
+        """Describe how `render` produces the media, as a clause that completes "the model ...", for error messages."""
+        return f"outputs {self.media} directly"
+
+    def check_render_options(self, options: Iterable[str]) -> None:
+        """Raise `CondgenError` naming every option in `options` that `render_options()` lacks, and why."""
+        rejected = sorted(set(options) - self.render_options())
+        if rejected:
+            accepted = ", ".join(sorted(self.render_options())) or "none"
+            raise CondgenError(
+                f"rendering option(s) {', '.join(rejected)} do not apply: the {type(self).__name__} model "
+                f"{self.describe_rendering()}; options it accepts: {accepted}"
+            )
 
 
 def build_model(recipe: Recipe, vocabularies: Mapping[str, Vocabulary]) -> GeneratorModel:

@@ -11,18 +11,20 @@ command line.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from condgen.conditioning import ConditioningConfig
 from condgen.errors import RecipeError
 
 SCHEDULES = ("constant", "cosine", "exponential")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -34,6 +36,14 @@ class TrainConfig:
     `exponential` multiplies it by `decay_rate` every `decay_steps`.
     `threads` sets torch's intra-op CPU threads (0 keeps torch's default), and
     `max_minutes` stops training after that wall-clock time (0: no limit).
+
+    `batch_size` is the global batch: under torchrun each of the N processes
+    takes `batch_size / N` items per step, so the recipe trains the same way on
+    any number of processes. `precision = "bf16"` runs the forward pass under
+    bfloat16 autocast (meant for CUDA; it also runs, slowly, on the CPU).
+    A step whose loss or gradient is not finite stops the run, unless
+    `max_skipped_steps` allows that many such steps to be skipped without
+    updating the weights.
     """
 
     steps: int = 1000
@@ -54,13 +64,15 @@ class TrainConfig:
     threads: int = 0
     device: str = "auto"
     max_minutes: float = 0.0
+    precision: str = "fp32"
+    max_skipped_steps: int = 0
 
     def __post_init__(self) -> None:
         positive_ints = ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every", "decay_steps")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise RecipeError(f"train.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "keep_last", "num_workers", "threads"):
+        for name in ("warmup_steps", "keep_last", "num_workers", "threads", "max_skipped_steps"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -79,6 +91,8 @@ class TrainConfig:
             raise RecipeError(f"train.device {self.device!r} is invalid; use auto, cpu, cuda or cuda:N")
         if self.max_minutes < 0:
             raise RecipeError(f"train.max_minutes must be 0 (no limit) or more, got {self.max_minutes}")
+        if self.precision not in PRECISIONS:
+            raise RecipeError(f"train.precision {self.precision!r} is invalid; use one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -133,7 +147,7 @@ def recipe_from_dict(raw: Mapping[str, Any], source: str = "recipe") -> Recipe:
     known = {"domain", "head", "run_dir", "seed", *sections}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise RecipeError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        raise RecipeError(f"{source}: unknown top-level key(s) {', '.join(unknown)}{_closest_keys(unknown, known)}; valid keys: {', '.join(sorted(known))}")
     values: dict[str, Any] = {
         "domain": raw["domain"],
         "head": raw["head"],
@@ -221,7 +235,7 @@ def _convert_dataclass(value: Any, cls: type, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(value) - set(fields))
     if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}")
+        raise RecipeError(f"{where}: unknown key(s) {', '.join(unknown)}{_closest_keys(unknown, fields)}; valid keys: {', '.join(sorted(fields))}")
     kwargs = {}
     for name in fields:
         if name in value:
@@ -235,7 +249,20 @@ def _convert_dataclass(value: Any, cls: type, where: str) -> Any:
     try:
         return cls(**kwargs)
     except RecipeError as error:
+        if str(error).startswith(f"{where}."):
+            raise  # the message names the key already, e.g. "train.lr must be ..."
         raise RecipeError(f"{where}: {error}") from None
+
+
+def _closest_keys(unknown: list[str], valid: Iterable[str]) -> str:
+    """Return " (did you mean ...?)" naming the valid key closest to each unknown one, or ""."""
+    valid = list(valid)
+    guesses = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, valid, n=1)
+        if close:
+            guesses.append(f"{close[0]} for {key}" if len(unknown) > 1 else close[0])
+    return f" (did you mean {', '.join(guesses)}?)" if guesses else ""
 
 
 def _expect(value: Any, kind: type, where: str) -> Any:
