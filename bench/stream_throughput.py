@@ -9,6 +9,10 @@ prints:
 - records/s through a DataLoader (batch 16, the NSynth domain's collate) with 0 and 2
   workers, for `NSynthStream` and for `tfrecord.torch.TFRecordDataset`, each
   without and with the index, and the ratios ours/theirs;
+- the same comparison, 0 workers, on the first `--python-protobuf-records`
+  records, with the `tfrecord` package running on protobuf's pure-Python
+  backend (`PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python`, set in a child
+  process), which installs without the compiled `upb` backend fall back to;
 - the time of the labels-only pass that builds `NSynthStream.metadata`;
 - the peak memory while `NSynthStream` streams the file for `--epochs`
   epochs with a shuffle buffer of 1024 notes and 2 workers.
@@ -30,6 +34,8 @@ import argparse
 import multiprocessing
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -235,12 +241,33 @@ def _stream_epochs_memory(results, path: Path, index_path: Path, epochs: int, sh
 # ---------------------------------------------------------------------------
 
 
+def python_protobuf_rate(path: Path, n_records: int) -> float:
+    """Records/s of the `tfrecord` package on protobuf's pure-Python backend, measured in a child process."""
+    code = (
+        "import sys, time, itertools\n"
+        "from google.protobuf.internal import api_implementation\n"
+        "assert api_implementation.Type() == 'python', api_implementation.Type()\n"
+        "from tfrecord.torch.dataset import TFRecordDataset\n"
+        "from torch.utils.data import DataLoader\n"
+        "from condgen.synth.domain import collate_notes\n"
+        f"n = {max(1, n_records // BATCH_SIZE)}\n"
+        f"loader = DataLoader(TFRecordDataset({str(path)!r}, None), batch_size={BATCH_SIZE}, num_workers=0, collate_fn=collate_notes)\n"
+        "started = time.perf_counter()\n"
+        "for _ in itertools.islice(loader, n): pass\n"
+        f"print(n * {BATCH_SIZE} / (time.perf_counter() - started))\n"
+    )
+    environment = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=4096, help="notes in the test file (default 4096, about 1 GB)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs streamed for the memory measurement")
     parser.add_argument("--skip-tfrecord", action="store_true", help="do not measure the tfrecord package")
     parser.add_argument("--out", type=Path, default=Path("bench_out"), help="folder of the test file and its index")
+    parser.add_argument("--python-protobuf-records", type=int, default=64, help="records read in the pure-Python protobuf comparison; 0 skips it (default 64)")
     parser.add_argument("--shuffle-buffer", type=int, default=1024, help="shuffle buffer of the memory measurement, in notes")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -284,6 +311,13 @@ def main() -> None:
             for indexed in (False, True):
                 ratio = unique_rates[("ours", n_workers, indexed)] / unique_rates[("tfrecord", n_workers, indexed)]
                 print(f"  {n_workers} workers, {'with' if indexed else 'without'} index: {ratio:.1f}x")
+
+    if not args.skip_tfrecord and args.python_protobuf_records:
+        n_records = args.python_protobuf_records
+        # Ours from the table above (0 workers, no index, the whole file).
+        ours_rate = unique_rates[("ours", 0, False)]
+        theirs_rate = python_protobuf_rate(path, n_records)
+        print(f"\n0 workers, no index, tfrecord on pure-Python protobuf (first {n_records} records): ours {ours_rate:.0f} records/s, tfrecord {theirs_rate:.1f} records/s, ratio {ours_rate / theirs_rate:.0f}x")
 
     # The labels pass, uncached.
     with tempfile.TemporaryDirectory() as cache_dir:
