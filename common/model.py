@@ -58,12 +58,12 @@ class GeneratorModel(nn.Module):
         return output
 
     def render_options(self) -> frozenset[str]:
-        """Names of the keyword options that `render` accepts. None by default; a head that converts its output overrides this."""
+        """Return the names of the keyword options that `render` accepts: none here, and heads that convert their output override this."""
         return frozenset()
 
     def describe_rendering(self) -> str:
         """Describe how `render` produces the media, as a clause that completes "the model ...", for error messages."""
-        return f"outputs {self.media} directly"
+        return f"outputs its {self.media} directly"
 
     def check_render_options(self, options: Iterable[str]) -> None:
         """Raise `CondgenError` naming every option in `options` that `render_options()` lacks, and why."""

@@ -6,7 +6,10 @@
     IPython.display.Audio(audio, rate=generator.sample_rate)
 
 Only the checkpoint is needed: it stores the recipe, the vocabularies and the
-sample rate.
+sample rate. Every audio head works the same way, because the model's
+`render` turns its output into audio (a spectrogram head runs Griffin-Lim
+there). Rendering options such as `griffin_lim_iters` apply only to heads
+whose `render_options()` lists them, and are rejected for the others.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ from condgen.ranges import parse_int_list
 log = logging.getLogger(__name__)
 
 _INSTRUMENT_NAME = re.compile(r"^(?P<family>[a-z]+(?:_lead)?)_(?P<source>acoustic|electronic|synthetic)_\d+$")
+
+# Rendering options: NoteGenerator keyword -> (command-line flag, keyword of the model's `render`).
+RENDER_OPTIONS = {
+    "griffin_lim_iters": ("--griffin-lim-iters", "n_iter"),
+    "griffin_lim_momentum": ("--griffin-lim-momentum", "momentum"),
+    "griffin_lim_seed": ("--griffin-lim-seed", "seed"),
+}
 
 
 @dataclass(frozen=True)
@@ -61,16 +71,70 @@ def note_labels(instrument: str, pitch: int, velocity: int) -> dict[str, object]
     return labels
 
 
-class NoteGenerator:
-    """Generate notes from (instrument, pitch, velocity) with a trained audio model."""
+def check_render_values(values: dict[str, object]) -> None:
+    """Raise `LabelError` naming the flag of the first rendering option that is out of range.
 
-    def __init__(self, checkpoint: str | Path | LoadedModel, device: str | torch.device = "cpu"):
+    `values` maps `RENDER_OPTIONS` keywords to values: iterations must be at
+    least 1, the momentum within [0, 1), and the seed within [0, 2**63).
+    """
+    for name, value in values.items():
+        flag = RENDER_OPTIONS[name][0]
+        if name == "griffin_lim_momentum":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise LabelError(f"{flag} {value} is outside [0, 1); 0 gives plain Griffin-Lim, and values near 1 (0.99) converge faster")
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise LabelError(f"{flag} {value!r} is not an integer")
+        elif name == "griffin_lim_iters" and value < 1:
+            raise LabelError(f"{flag} {value} must be at least 1")
+        elif name == "griffin_lim_seed" and not 0 <= value < 2**63:
+            raise LabelError(f"{flag} {value} is outside [0, 2**63)")
+
+
+class NoteGenerator:
+    """Generate notes from (instrument, pitch, velocity) with a trained audio model.
+
+    `griffin_lim_iters`, `griffin_lim_momentum` and `griffin_lim_seed`
+    override the checkpoint's rendering defaults. They apply only to a head
+    that renders with Griffin-Lim, and raise `LabelError` naming the option,
+    the checkpoint's head and the reason for any other head.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | LoadedModel,
+        device: str | torch.device = "cpu",
+        *,
+        griffin_lim_iters: int | None = None,
+        griffin_lim_momentum: float | None = None,
+        griffin_lim_seed: int | None = None,
+    ):
+        requested = {
+            "griffin_lim_iters": griffin_lim_iters,
+            "griffin_lim_momentum": griffin_lim_momentum,
+            "griffin_lim_seed": griffin_lim_seed,
+        }
+        requested = {name: value for name, value in requested.items() if value is not None}
+        check_render_values(requested)
         self.loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint, device=device, expect_domain="nsynth")
         self.model = self.loaded.model
         self.device = next(self.model.parameters()).device
         head_meta = self.loaded.meta.get("head_meta", {})
         self.sample_rate: int = head_meta.get("sample_rate", 16000)
         self.n_samples: int = head_meta.get("n_samples", 64000)
+        self.render_options = self._accepted_render_options(requested)
+
+    def _accepted_render_options(self, requested: dict[str, object]) -> dict[str, object]:
+        """Map the requested options to `render` keywords, or raise `LabelError` if the model's head does not use one."""
+        accepted = self.model.render_options()
+        rejected = [RENDER_OPTIONS[name][0] for name in requested if RENDER_OPTIONS[name][1] not in accepted]
+        if rejected:
+            flags = ", ".join(rejected)
+            verb = "does" if len(rejected) == 1 else "do"
+            raise LabelError(
+                f"{flags} {verb} not apply to {self.loaded.path}: its head {self.loaded.recipe.head!r} "
+                f"{self.model.describe_rendering()}; leave out {flags}"
+            )
+        return {RENDER_OPTIONS[name][1]: value for name, value in requested.items()}
 
     @property
     def vocabularies(self):
@@ -101,7 +165,7 @@ class NoteGenerator:
 
     @torch.no_grad()
     def generate_batch(self, notes: Sequence[Note], seed: int | None = 0) -> torch.Tensor:
-        """Audio `[len(notes), n_samples]` (float32, CPU) for a list of `Note`s."""
+        """Generate audio `[len(notes), n_samples]` (float32, CPU) for a list of `Note`s, through the model's `render`."""
         if not notes:
             raise LabelError("no notes to generate; pass at least one Note(instrument, pitch, velocity)")
         inputs = self._encode(notes)
@@ -109,7 +173,7 @@ class NoteGenerator:
         if seed is not None:
             torch.manual_seed(seed)
         try:
-            audio = self.model(inputs)
+            audio = self.model.render(self.model(inputs), **self.render_options)
         finally:
             if seed is not None:
                 torch.set_rng_state(generator_state)
@@ -155,6 +219,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mix", type=float, default=None, help="share of --blend-with in the blend, from 0 to 1 (default 0.5)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="a .wav file for a single note, else a folder that receives one file per note")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise generator (default 0)")
+    parser.add_argument("--griffin-lim-iters", type=int, metavar="N", help="Griffin-Lim iterations for a spectrogram checkpoint (default: its model.griffin_lim_iters)")
+    parser.add_argument("--griffin-lim-momentum", type=float, metavar="X", help="Griffin-Lim momentum in [0, 1) for a spectrogram checkpoint; 0 is plain Griffin-Lim (default: its model.griffin_lim_momentum)")
+    parser.add_argument("--griffin-lim-seed", type=int, metavar="N", help="seed of the random initial phase of Griffin-Lim (default: the checkpoint's model.griffin_lim_seed)")
     parser.add_argument("--batch-size", type=int, default=16, help="notes generated per forward pass (default 16)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--force", action="store_true", help="overwrite existing WAV files")
@@ -184,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
         targets = [args.output / note.file_name() for note in notes]
     from condgen.trainer import pick_device
 
-    generator = NoteGenerator(args.checkpoint, device=pick_device(args.device, option="--device"))
+    render_values = {name: getattr(args, name) for name in RENDER_OPTIONS if getattr(args, name) is not None}
+    generator = NoteGenerator(args.checkpoint, device=pick_device(args.device, option="--device"), **render_values)
     # Validate every label before generating anything, so bad input leaves no partial output.
     generator._encode(notes)
     existing = [str(path) for path in targets if path.exists()]
