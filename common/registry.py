@@ -20,6 +20,8 @@ DOMAIN_MODULES = {
 HEAD_MODULES = {
     "ddsp": "condgen.synth.ddsp:HEAD",
     "upconv": "condgen.vision.model:HEAD",
+    "waveform": "condgen.synth.waveform:HEAD",
+    "spectrogram": "condgen.synth.spectrogram:HEAD",
 }
 
 
