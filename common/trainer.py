@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import re
 import shutil
@@ -119,16 +120,23 @@ class StopRequest:
         log.warning("%s received: saving a checkpoint after the current step, then stopping (send it again to stop at once without saving)", signal.Signals(number).name)
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: leave SIGINT and SIGTERM to the main process.
+def _exit_quietly(signal_number: int, frame) -> None:
+    os._exit(0)
 
-    A Ctrl-C or a `kill` of the process group reaches the workers too. Were
-    they to die, the main process could neither finish its step nor write the
-    checkpoint it promises. They still exit when the main process shuts them
-    down or dies.
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: leave SIGINT to the main process, and exit quietly on SIGTERM.
+
+    A Ctrl-C or a `kill` of the process group reaches the workers too. A
+    worker that ignores SIGINT keeps serving while the main process finishes
+    its step and writes the checkpoint. A worker cannot ignore SIGTERM, because
+    the DataLoader's shutdown and Python's exit stop workers with it, so it
+    exits with status 0: torch stops the main process with an error only for
+    a worker that fails or is killed, and the main process needs no more
+    batches once it has been asked to stop.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_quietly)
 
 
 def pick_device(name: str, option: str = "train.device") -> torch.device:
@@ -210,6 +218,10 @@ class Trainer:
         # With --force, a new run replaces the old one's checkpoints and
         # TensorBoard events; they are removed when training starts.
         self.clear_previous_run = resume_checkpoint is None and force
+        # A run that fails before its first step removes the folder it made,
+        # so that bad data leaves nothing behind (checked before the command
+        # line starts train.log there).
+        self.created_run_dir = not self.run_dir.exists()
         seed_everything(recipe.seed)
         self.train_set, self.val_set = self.domain.build_datasets(recipe.data, recipe.seed)
         self.streaming = isinstance(self.train_set, IterableDataset)
@@ -444,7 +456,22 @@ class Trainer:
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self.step or None)
 
     def fit(self) -> TrainResult:
-        """Train until `train.steps` (or `train.max_minutes`, or SIGINT/SIGTERM), then write the final checkpoint."""
+        """Train until `train.steps` (or `train.max_minutes`, or SIGINT/SIGTERM), then write the final checkpoint.
+
+        When an error stops a new run before its first step is done (bad data
+        in the first batch, say), the run folder that this run created is
+        removed again.
+        """
+        first_step = self.step
+        try:
+            return self._fit()
+        except BaseException:
+            if self.created_run_dir and self.step == first_step and self.dist.is_main and self.run_dir.is_dir():
+                log.info("removing %s: the run failed before its first step", self.run_dir)
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _fit(self) -> TrainResult:
         writer = self._start_run_folder()
         distributed.barrier(self.dist)
         self.model.train()
@@ -493,6 +520,8 @@ class Trainer:
         finally:
             self.stop_request.restore()
             progress.close()
+            # Shut the DataLoader workers down now, not at garbage collection.
+            batches.close()
         if window:
             smoothed = sum(window) / len(window)
         if self.step % self.config.checkpoint_every != 0 or self.stop_request.signal_number:
