@@ -34,7 +34,7 @@ DATA_COMMANDS = {
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_DATE_FORMAT = "%H:%M:%S"
 # torch re-raises an exception from a DataLoader worker with the worker's
-# traceback in its message; this line starts that traceback.
+# traceback in its message. This line starts that traceback.
 WORKER_TRACEBACK = "Original Traceback (most recent call last):"
 
 
@@ -54,7 +54,7 @@ def setup_logging(verbose: bool = False, log_file: Path | None = None) -> None:
 
 
 class _RecordBuffer(logging.Handler):
-    """Keep log records in memory until the log file may be created."""
+    """Log handler that keeps records in memory until the log file may be created."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -224,8 +224,14 @@ def describe_os_error(error: OSError) -> str:
     if error.errno == errno.EEXIST and Path(path).is_file():
         return f"file operation failed: cannot create the folder {path}, because a file of that name exists; choose another output path, or move the file"
     if error.errno == errno.ENOTDIR:
+        blocker = next((parent for parent in Path(path).parents if parent.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            return f"file operation failed on {path}: {blocker} is a file, not a folder; choose another output path"
         return f"file operation failed on {path}: a part of the path is a file, not a folder; choose another output path"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if not Path(path).exists() and Path(path).parent.is_dir():
+            # Creating a file failed. Its name may be a temporary one, so the message names the folder.
+            return f"file operation failed: cannot create a file in the folder {Path(path).parent}: {reason}; choose a folder that you can write to, or change its permissions"
         return f"file operation failed on {path}: {reason}; choose a folder that you can write to, or change its permissions"
     if error.errno == errno.ENOSPC:
         return f"file operation failed on {path}: {reason}; free some space or choose another disk"

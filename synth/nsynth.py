@@ -408,7 +408,8 @@ def _audio_from_features(features: Mapping[str, Any], where: str) -> np.ndarray:
     if audio.shape != (N_SAMPLES,):
         raise DataError(
             f"{where}: audio has {audio.size} samples, expected {N_SAMPLES} "
-            f"({N_SAMPLES // SAMPLE_RATE} s at {SAMPLE_RATE} Hz)"
+            f"({N_SAMPLES // SAMPLE_RATE} s at {SAMPLE_RATE} Hz); pad or trim the note to {N_SAMPLES} "
+            "samples and write the file again"
         )
     return audio
 
@@ -447,10 +448,14 @@ def _row_from_features(features: Mapping[str, Any], where: str) -> dict[str, Any
 
 
 def _scan_tfrecord(path: Path) -> tuple[list[dict[str, Any]], list[_Location]]:
+    if path.stat().st_size == 0:
+        # An empty file is a valid TFRecord file without records, but as a
+        # source of notes it is almost always an interrupted copy or write.
+        raise DataError(f"{path}: the TFRecord file is empty (0 bytes); copy or write it again, or remove it from the paths")
     if is_gzip_file(path):
         raise DataError(
             f"{path}: is gzip-compressed, but notes are read by random access into the file; "
-            f"decompress it first (gunzip -c {path.name} > notes.tfrecord)"
+            f"decompress it first (gunzip -c {path.name} > {path.stem}-plain{path.suffix}) and pass the new file"
         )
     metadata: list[dict[str, Any]] = []
     locations: list[_Location] = []
@@ -463,7 +468,8 @@ def _scan_tfrecord(path: Path) -> tuple[list[dict[str, Any]], list[_Location]]:
             if missing:
                 raise DataError(
                     f"{where}: missing feature {', '.join(repr(key) for key in missing)}; an NSynth record "
-                    f"needs at least {', '.join(REQUIRED_FIELDS)}, sample_rate and audio"
+                    f"needs at least {', '.join(REQUIRED_FIELDS)}, sample_rate and audio, so write the file "
+                    "again with these features"
                 )
             labels = _labels_from_row(_row_from_features(features, where), where)
             _check_audio_values(where, _audio_from_features(features, where))
@@ -525,6 +531,11 @@ def _scan_path(path: Path) -> tuple[list[dict[str, Any]], list[_Location]]:
     if path.is_file() and path.name == "examples.json":
         path = path.parent
     if path.is_file():
+        if path.suffix == ".gz" and _is_tfrecord_name(path.stem):
+            raise DataError(
+                f"{path}: is gzip-compressed, but notes are read by random access into the file; "
+                f"decompress it first (gunzip -k {path.name}) and pass {path.stem}"
+            )
         if not _is_tfrecord_name(path.name):
             raise DataError(
                 f"{path}: is not an NSynth TFRecord file (.tfrecord or .tfr); pass a TFRecord file, "

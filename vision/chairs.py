@@ -232,7 +232,8 @@ def decode_png_rgb(data: bytes, origin: str = "<PNG bytes>") -> np.ndarray:
     if width * height > MAX_SOURCE_PIXELS:
         raise DataError(
             f"{origin}: PNG header claims {width}x{height} pixels, more than the limit of "
-            f"{MAX_SOURCE_PIXELS} pixels (a decompression bomb or a wrong file); the renders are 600x600"
+            f"{MAX_SOURCE_PIXELS} pixels, so it is a decompression bomb or the wrong file; "
+            "replace it with the 600x600 render"
         )
     if width == 0 or height == 0:
         raise DataError(f"{origin}: PNG header claims an empty {width}x{height} image; replace the file")
@@ -381,7 +382,7 @@ def _scan_tfrecord(path: Path) -> list[tuple[int, int, int, int, int]]:
     if tfrecord.is_gzip_file(path):
         raise DataError(
             f"{path}: is gzip-compressed, and reading single images needs random access; "
-            f"decompress it first (gunzip -c {path.name} > chairs.tfr)"
+            f"decompress it first (gunzip -c {path.name} > {path.stem}-plain{path.suffix}) and pass the new file"
         )
     rows = []
     records = tfrecord.iter_records(path)
@@ -655,7 +656,7 @@ class ChairViews(Dataset):
     def _read_tfrecord_views(self, names: Sequence[str] | None, chairs: Iterable[str | int] | None) -> list[_View]:
         rows = self._tfrecord_index()
         if not rows:
-            raise DataError(f"{self.source}: TFRecord file has no records; expected one record per chair image")
+            raise DataError(f"{self.source}: TFRecord file has no records; expected one record per chair image, so copy or write the file again")
         max_id = max(row[2] for row in rows)
         if names is None:
             self.chair_names = [str(i) for i in range(max_id + 1)]

@@ -24,6 +24,8 @@ import argparse
 import io
 import logging
 import math
+import os
+import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -88,6 +90,8 @@ def _parse_float(part: str, text: str, quantity: str) -> float:
             f"a list such as 0,90,180 or a range start:stop:step such as 0:360:15 (stop excluded)"
         ) from None
     if not math.isfinite(value):
+        if part == text.strip():
+            raise LabelError(f"{quantity} {part!r} is not a finite number; give degrees such as 0 to 360")
         raise LabelError(f"{quantity} {text!r} contains {part!r}, which is not a finite number; give degrees such as 0 to 360")
     return value
 
@@ -446,6 +450,45 @@ def _check_arguments(args: argparse.Namespace) -> None:
     existing = [str(path) for path in (args.output, args.turntable) if path is not None and path.exists()]
     if existing and not args.force:
         raise OutputExistsError(f"{', '.join(existing)} exists already; pass --force to overwrite")
+    for path in (args.output, args.turntable):
+        if path is not None:
+            _check_output_location(path)
+
+
+def _check_output_location(path: Path) -> None:
+    """Raise `CondgenError` when a file in the way or a read-only folder would stop `path` from being written."""
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CondgenError(f"cannot write {path}: {ancestor} is a file, not a folder; choose another output path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CondgenError(f"cannot write {path}: the folder {ancestor} is not writable; choose another output path or change the folder's permissions")
+
+
+def _write_outputs(outputs: Sequence[tuple[Path, bytes]], force: bool) -> None:
+    """Write all output files or none of them.
+
+    Each file is first written under a hidden name beside its target, and the
+    targets are renamed into place only when every file has been written. A
+    failure before that removes the hidden files, so existing outputs stay as
+    they were. A folder created for an output is left in place.
+    """
+    for path, _ in outputs:
+        check_writable(path, force)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in outputs:
+            hidden = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+            write_bytes_atomic(hidden, data)
+            staged.append((hidden, path))
+        for hidden, path in staged:
+            os.replace(hidden, path)
+            log.info("wrote %s", path)
+    except BaseException:
+        for hidden, _ in staged:
+            hidden.unlink(missing_ok=True)
+        raise
 
 
 def _turntable_captions(frames: int) -> list[str]:
@@ -489,8 +532,5 @@ def run(args: argparse.Namespace) -> int:
             captions = [f"{caption} {weight:.2f}" for caption, weight in zip(captions, _mix_weights(args.frames))]
         outputs.append((args.turntable, _animation(frames, captions, args)))
 
-    for path, data in outputs:
-        check_writable(path, args.force)
-        write_bytes_atomic(path, data)
-        log.info("wrote %s", path)
+    _write_outputs(outputs, args.force)
     return 0
