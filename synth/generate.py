@@ -18,6 +18,7 @@ import argparse
 import io
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,10 +259,23 @@ def run(args: argparse.Namespace) -> int:
     existing = [str(path) for path in targets if path.exists()]
     if existing and not args.force:
         raise OutputExistsError(f"{len(existing)} output file(s) exist already, e.g. {existing[0]}; pass --force to overwrite them")
-    for start in tqdm(range(0, len(notes), args.batch_size), desc="generate", unit="batch", disable=len(notes) <= args.batch_size):
-        batch = notes[start : start + args.batch_size]
-        audio = generator.generate_batch(batch, seed=args.seed + start)
-        for note, target, samples in zip(batch, targets[start : start + args.batch_size], audio):
-            write_wav(target, samples.numpy(), generator.sample_rate, force=True)
+    # Every note goes to a hidden file first; the files are renamed into place
+    # only when all notes are written, so a failure (a full disk, say) leaves
+    # no partial set and existing files as they were.
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for start in tqdm(range(0, len(notes), args.batch_size), desc="generate", unit="batch", disable=len(notes) <= args.batch_size):
+            batch = notes[start : start + args.batch_size]
+            audio = generator.generate_batch(batch, seed=args.seed + start)
+            for target, samples in zip(targets[start : start + args.batch_size], audio):
+                hidden = target.with_name(f".{target.name}.{os.getpid()}.part")
+                write_wav(hidden, samples.numpy(), generator.sample_rate, force=True)
+                staged.append((hidden, target))
+        for hidden, target in staged:
+            os.replace(hidden, target)
+    except BaseException:
+        for hidden, _ in staged:
+            hidden.unlink(missing_ok=True)
+        raise
     log.info("wrote %d WAV file(s) at %d Hz to %s", len(notes), generator.sample_rate, args.output)
     return 0

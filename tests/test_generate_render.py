@@ -166,3 +166,32 @@ def test_out_of_range_options_rejected(spectrogram_checkpoint, tmp_path, capsys,
     assert main(["generate", str(spectrogram_checkpoint), *NOTE, "-o", str(output), flag, value]) == 2
     assert message in capsys.readouterr().err
     assert not output.exists()
+
+
+def test_failed_write_leaves_no_partial_set(ddsp_checkpoint, tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import condgen.synth.generate as generate_module
+
+    out = tmp_path / "notes"
+    out.mkdir()
+    kept = out / "brass_acoustic_016-060-127.wav"
+    kept.write_bytes(b"an earlier file")
+    real_write = generate_module.write_bytes_atomic
+    calls = {"count": 0}
+
+    def write_bytes_atomic(path, data):
+        calls["count"] += 1
+        if calls["count"] == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(generate_module, "write_bytes_atomic", write_bytes_atomic)
+    args = ["generate", str(ddsp_checkpoint), "--instrument", "brass_acoustic_016", "--pitch", "60", "--velocity", "50,75,127", "-o", str(out), "--force"]
+    assert main(args) == 2
+
+    assert "No space left on device" in capsys.readouterr().err
+    assert calls["count"] == 3
+    assert sorted(path.name for path in out.iterdir()) == [kept.name]
+    assert kept.read_bytes() == b"an earlier file"
