@@ -129,10 +129,10 @@ def ignore_stop_signals(worker_id: int) -> None:
 
     A Ctrl-C or a `kill` of the process group reaches the workers too. A
     worker that ignores SIGINT keeps serving while the main process finishes
-    its step and writes the checkpoint. A worker cannot ignore SIGTERM, because
-    the DataLoader's shutdown and Python's exit stop workers with it, so it
-    exits with status 0: torch stops the main process with an error only for
-    a worker that fails or is killed, and the main process needs no more
+    its step and writes the checkpoint. A worker cannot ignore SIGTERM,
+    because the DataLoader's shutdown and Python's exit stop workers with it.
+    So it exits with status 0 instead. torch raises in the main process only
+    for a worker that fails or is killed, and the main process needs no more
     batches once it has been asked to stop.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -178,7 +178,7 @@ def make_lr_lambda(config: TrainConfig):
 
 @dataclass
 class TrainResult:
-    """How training ended. `stop_signal` names the signal (e.g. "SIGINT") that stopped it early, if any."""
+    """The outcome of `Trainer.fit`. `stop_signal` names the signal (e.g. "SIGINT") that stopped training early, if any."""
 
     step: int
     run_dir: Path
@@ -398,7 +398,7 @@ class Trainer:
             for old in step_files[: max(0, len(step_files) - self.config.keep_last)]:
                 old.unlink()
             log.info("step %d: checkpoint written to %s", self.step, step_path)
-        # Other ranks wait, so that nobody reads a checkpoint before it exists.
+        # The other ranks wait here, so that no rank reads a checkpoint before it exists.
         distributed.barrier(self.dist)
         return step_path
 
