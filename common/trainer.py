@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 from tqdm import tqdm
 
-from condgen.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from condgen.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, write_bytes_atomic
 from condgen import distributed
 from condgen.conditioning import build_vocabularies, vocabularies_from_json
 from condgen.errors import CheckpointError, CondgenError, OutputExistsError, RecipeError
@@ -451,7 +451,7 @@ class Trainer:
                     log.info("--force: removing the previous run's %s", folder)
                     shutil.rmtree(folder)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "recipe.json").write_text(json.dumps(self.recipe.to_dict(), indent=2))
+        write_bytes_atomic(self.run_dir / "recipe.json", json.dumps(self.recipe.to_dict(), indent=2).encode("utf-8"))
         log.info("run folder %s; TensorBoard: tensorboard --logdir %s", self.run_dir, self.run_dir / "tensorboard")
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self.step or None)
 
