@@ -124,7 +124,8 @@ def test_full_disk_keeps_previous_checkpoint(sine_notes, tmp_path, monkeypatch):
     message = str(error.value)
     assert "step 4" in message
     assert "No space left on device" in message
-    assert "intact" in message and "--resume" in message
+    assert "intact" in message
+    assert "--resume" in message
     checkpoints = tmp_path / "run" / "checkpoints"
     assert load_checkpoint(checkpoints / "latest.safetensors").meta["step"] == 2
     assert sorted(path.name for path in checkpoints.iterdir()) == ["best.safetensors", "latest.safetensors", "step_00000002.safetensors"]
@@ -196,13 +197,16 @@ def test_checkpoint_from_other_domain_named(ddsp_checkpoint):
         load_model(ddsp_checkpoint, expect_domain="chairs")
     message = str(error.value)
     assert str(ddsp_checkpoint) in message
-    assert "'nsynth'" in message and "'ddsp'" in message and "'chairs'" in message
+    assert "'nsynth'" in message
+    assert "'ddsp'" in message
+    assert "'chairs'" in message
 
 
 def test_render_rejects_audio_checkpoint(ddsp_checkpoint, tmp_path, capsys):
     assert main(["render", str(ddsp_checkpoint), "--chair", "0", "--azimuth", "0", "--elevation", "20", "-o", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
-    assert "nsynth" in err and str(ddsp_checkpoint) in err
+    assert "nsynth" in err
+    assert str(ddsp_checkpoint) in err
     assert not (tmp_path / "x.png").exists()
 
 
@@ -216,7 +220,8 @@ def test_resume_from_other_head_named(sine_notes, ddsp_checkpoint, tmp_path):
         Trainer(recipe, resume=foreign, show_progress=False)
     message = str(error.value)
     assert str(foreign) in message
-    assert "nsynth/upconv" in message and "nsynth/ddsp" in message
+    assert "nsynth/upconv" in message
+    assert "nsynth/ddsp" in message
 
 
 def test_truncated_checkpoint_named(ddsp_checkpoint, tmp_path):
@@ -239,7 +244,8 @@ def test_shape_mismatch_named(ddsp_checkpoint, tmp_path):
     message = str(error.value)
     assert str(mismatched) in message
     assert "shape mismatch" in message
-    assert "(32" in message and "(48" in message
+    assert "(32" in message
+    assert "(48" in message
 
 
 # -- precision and process counts ----------------------------------------------
