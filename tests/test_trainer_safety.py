@@ -114,8 +114,9 @@ def test_full_disk_keeps_previous_checkpoint(sine_notes, tmp_path, monkeypatch):
     def fdopen(*args, **kwargs):
         writes["count"] += 1
         file = real_fdopen(*args, **kwargs)
-        # Step 2 writes step_2, latest and best; the disk is full after that.
-        return file if writes["count"] <= 3 else FullDisk(file)
+        # The run writes recipe.json, then step_2, latest and best at step 2;
+        # the disk is full after that.
+        return file if writes["count"] <= 4 else FullDisk(file)
 
     monkeypatch.setattr(checkpoint_module.os, "fdopen", fdopen)
     with pytest.raises(CheckpointError) as error:
