@@ -10,6 +10,7 @@ import argparse
 import errno
 import importlib
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -94,6 +95,11 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if args.resume and args.force:
         raise RecipeError("--resume and --force contradict each other: --resume continues the run, --force starts it again")
+    if args.resume and "=" in args.resume and not Path(args.resume).exists():
+        # `--resume train.steps=800`: argparse hands the override to --resume
+        # as its optional CHECKPOINT, but the user meant the latest checkpoint.
+        args.overrides.append(args.resume)
+        args.resume = "latest"
     # The run folder and train.log are created only once the recipe and the
     # data have been read without error, so bad input leaves no run folder.
     # Until then the log records wait in memory.
@@ -117,10 +123,14 @@ def _run_train(args: argparse.Namespace) -> int:
     with logging_redirect_tqdm():
         result = trainer.fit()
     if result.signal_number:
-        overrides = "".join(f" {override}" for override in args.overrides)
+        words = [str(args.recipe), *args.overrides, "--resume"]
+        if trainer.dist.enabled:
+            prefix = f"torchrun --nproc_per_node={trainer.dist.world_size} -m condgen.cli train"
+        else:
+            prefix = "condgen train"
         log.warning(
-            "stopped by %s; to continue from step %d run: condgen train %s%s --resume",
-            result.stop_signal, result.step, args.recipe, overrides,
+            "stopped by %s; to continue from step %d run: %s %s",
+            result.stop_signal, result.step, prefix, shlex.join(words),
         )
         return 128 + result.signal_number
     command = "generate" if get_domain(recipe.domain).media == "audio" else "render"
@@ -185,7 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot take positionals after an option (`train RECIPE --force
+    # data.root=...`), so recipe overrides that follow options come back as
+    # extra arguments; anything else is an error as usual.
+    if extra and args.command == "train" and all("=" in word and not word.startswith("-") for word in extra):
+        args.overrides.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     setup_logging(args.verbose)
     try:
         return args.handler(args)
@@ -197,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", describe_os_error(error))
         return 2
     except KeyboardInterrupt:
-        log.error("interrupted")
+        log.error("interrupted at once: nothing was saved after the last checkpoint")
         return 130
 
 

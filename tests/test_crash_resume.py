@@ -8,6 +8,7 @@ final weights bit for bit with an uninterrupted run of the same recipe.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -119,9 +120,27 @@ def test_signal_saves_and_resumes_exactly(sine_notes, straight_run, tmp_path, si
     assert CHECKPOINT_EVERY <= stopped.meta["step"] < STEPS
     assert f"to continue from step {stopped.meta['step']} run" in stderr
 
-    result = run_train(sine_notes, run_dir, "--resume")
+    # The printed command is pasted back as it is, with its shell quoting.
+    printed = stderr.split(" run: ", 1)[1].splitlines()[0]
+    words = shlex.split(printed)
+    assert words[:2] == ["condgen", "train"]
+    assert words[-1] == "--resume"
+    result = subprocess.run([sys.executable, "-m", "condgen.cli", *words[1:]], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert_same_weights(straight_run, final_weights(run_dir))
+
+
+def test_resume_takes_following_override(sine_notes, tmp_path):
+    run_dir = tmp_path / "run"
+    base = train_command(sine_notes, run_dir)[:-1]  # without --no-progress
+    first = [*base, f"train.steps={CHECKPOINT_EVERY}", "train.num_workers=0", "--no-progress"]
+    assert subprocess.run(first, capture_output=True, text=True, timeout=300).returncode == 0
+
+    # `--resume KEY=VALUE` is an override after --resume, not a checkpoint path.
+    again = [*base, "train.num_workers=0", "--no-progress", "--resume", f"train.steps={2 * CHECKPOINT_EVERY}"]
+    result = subprocess.run(again, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.safetensors").meta["step"] == 2 * CHECKPOINT_EVERY
 
 
 def test_kill_9_leaves_loadable_checkpoint(sine_notes, straight_run, tmp_path):
@@ -153,3 +172,18 @@ def test_sine_notes_match_their_pitch(sine_notes):
     spectrum = np.abs(np.fft.rfft(audio))
     peak_hz = np.argmax(spectrum) * sample_rate / len(audio)
     assert abs(peak_hz - 440.0 * 2 ** (-2 / 12)) < 0.5
+
+
+def test_overrides_after_options_accepted(sine_notes, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [*train_command(sine_notes, run_dir)[:-1], "--no-progress", "train.steps=2", "train.num_workers=0", "train.checkpoint_every=2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.safetensors").meta["step"] == 2
+
+
+def test_unknown_option_still_rejected(sine_notes, tmp_path):
+    command = [*train_command(sine_notes, tmp_path / "run"), "--fast"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "unrecognized arguments: --fast" in result.stderr
