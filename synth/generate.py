@@ -267,6 +267,9 @@ def run(args: argparse.Namespace) -> int:
         for start in tqdm(range(0, len(notes), args.batch_size), desc="generate", unit="batch", disable=len(notes) <= args.batch_size):
             batch = notes[start : start + args.batch_size]
             audio = generator.generate_batch(batch, seed=args.seed + start)
+            silent = int((audio.abs().amax(dim=1) == 0).sum())
+            if silent:
+                log.warning("%d of %d notes in this batch are exact silence; the checkpoint may be trained too little to make sound", silent, len(batch))
             for target, samples in zip(targets[start : start + args.batch_size], audio):
                 hidden = target.with_name(f".{target.name}.{os.getpid()}.part")
                 write_wav(hidden, samples.numpy(), generator.sample_rate, force=True)

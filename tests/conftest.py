@@ -1,6 +1,8 @@
 """Shared fixtures: the real data beside the repository, and single-threaded torch."""
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,7 +19,10 @@ SHARED_DATA = Path(os.environ.get("CONDGEN_TEST_DATA", REPO_ROOT.parent / "share
 torch.set_num_threads(1)
 
 # Keep caches that datasets build (resized chair images) out of the user's home.
-os.environ.setdefault("CONDGEN_CACHE_DIR", tempfile.mkdtemp(prefix="condgen-test-cache-"))
+if "CONDGEN_CACHE_DIR" not in os.environ:
+    _cache_dir = tempfile.mkdtemp(prefix="condgen-test-cache-")
+    os.environ["CONDGEN_CACHE_DIR"] = _cache_dir
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 
 
 def _require(path: Path) -> Path:
