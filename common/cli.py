@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # argparse cannot take positionals after an option (`train RECIPE --force
     # data.root=...`), so recipe overrides that follow options come back as
-    # extra arguments; anything else is an error as usual.
+    # extra arguments. Any other extra argument is an error, as usual.
     if extra and args.command == "train" and all("=" in word and not word.startswith("-") for word in extra):
         args.overrides.extend(extra)
     elif extra:

@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     existing = [str(path) for path in targets if path.exists()]
     if existing and not args.force:
         raise OutputExistsError(f"{len(existing)} output file(s) exist already, e.g. {existing[0]}; pass --force to overwrite them")
-    # Every note goes to a hidden file first; the files are renamed into place
+    # Every note goes to a hidden file first. The files are renamed into place
     # only when all notes are written, so a failure (a full disk, say) leaves
     # no partial set and existing files as they were.
     staged: list[tuple[Path, Path]] = []
